@@ -1,0 +1,73 @@
+"""The narrow interface every vector backend implements.
+
+The vector index knows only int64 ids and float32 unit vectors; records live in the
+store. A new backend (another faiss layout, a distributed service) is one new module
+implementing this class and one line in ``factory.py``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+class VectorIndex(ABC):
+    """Inner-product search over L2-normalised vectors, addressed by int64 ids."""
+
+    kind: ClassVar[str]
+    #: file name of the index inside an index folder
+    filename: ClassVar[str] = "vectors.faiss"
+
+    def __init__(self, dim: int) -> None:
+        self.dim = dim
+
+    @abstractmethod
+    def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Add vectors under the given ids (ids must not be present yet)."""
+
+    @abstractmethod
+    def remove(self, ids: np.ndarray) -> int:
+        """Remove ids; return how many were present."""
+
+    @abstractmethod
+    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return (scores, ids), each of shape (n, k), best first; missing slots have id -1."""
+
+    @abstractmethod
+    def save(self, directory: Path) -> None:
+        """Write the index into ``directory`` (the caller makes the write atomic)."""
+
+    @classmethod
+    @abstractmethod
+    def load(cls, directory: Path, config: dict[str, Any]) -> VectorIndex:
+        """Read an index written by ``save`` with the configuration ``config`` returned."""
+
+    @abstractmethod
+    def __len__(self) -> int:
+        """Number of live vectors."""
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this object with ``load``; stored in the manifest."""
+        return {"kind": self.kind, "dim": self.dim, **self.search_params()}
+
+    def search_params(self) -> dict[str, Any]:
+        """Query-time knobs (efSearch, nprobe...); none for exact search."""
+        return {}
+
+    def set_search_params(self, **params: Any) -> None:
+        """Change query-time knobs; backends without any accept none."""
+        if params:
+            raise ValueError(f"{self.kind} index has no search parameters {sorted(params)}")
+
+    @staticmethod
+    def check(ids: np.ndarray, vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+        """Coerce ids/vectors to the dtypes faiss wants, checking shapes."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or vectors.shape[1] != dim or len(ids) != vectors.shape[0]:
+            raise ValueError(f"expected {len(ids)} vectors of dimension {dim}, got {vectors.shape}")
+        return ids, vectors
