@@ -32,9 +32,19 @@ class VectorIndex(ABC):
     def remove(self, ids: np.ndarray) -> int:
         """Remove ids; return how many were present."""
 
+    def update(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Replace the vectors of ids (present or not): remove, then add."""
+        ids, vectors = self.check(ids, vectors, self.dim)
+        self.remove(ids)
+        self.add(ids, vectors)
+
     @abstractmethod
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return (scores, ids), each of shape (n, k), best first; missing slots have id -1."""
+        """Return (scores, ids), each of shape (n, k), best first; missing slots have id -1.
+
+        ``queries`` is one vector or a matrix of them; a matrix is searched in one call
+        (faiss spreads it over threads), so batch queries rather than loop.
+        """
 
     @abstractmethod
     def save(self, directory: Path) -> None:
@@ -42,8 +52,12 @@ class VectorIndex(ABC):
 
     @classmethod
     @abstractmethod
-    def load(cls, directory: Path, config: dict[str, Any]) -> VectorIndex:
-        """Read an index written by ``save`` with the configuration ``config`` returned."""
+    def load(cls, directory: Path, config: dict[str, Any], mmap: bool = True) -> VectorIndex:
+        """Read an index written by ``save`` with the ``config`` it had.
+
+        With ``mmap`` the codes stay in the file's pages (fast open, shared page cache);
+        the first add or remove then copies them into memory.
+        """
 
     @abstractmethod
     def __len__(self) -> int:
@@ -52,7 +66,11 @@ class VectorIndex(ABC):
     @property
     def config(self) -> dict[str, Any]:
         """Everything needed to rebuild this object with ``load``; stored in the manifest."""
-        return {"kind": self.kind, "dim": self.dim, **self.search_params()}
+        return {"kind": self.kind, "dim": self.dim, **self.build_params(), **self.search_params()}
+
+    def build_params(self) -> dict[str, Any]:
+        """Construction-time choices (graph degree, list count...); none for exact search."""
+        return {}
 
     def search_params(self) -> dict[str, Any]:
         """Query-time knobs (efSearch, nprobe...); none for exact search."""
@@ -63,11 +81,32 @@ class VectorIndex(ABC):
         if params:
             raise ValueError(f"{self.kind} index has no search parameters {sorted(params)}")
 
+    def search_grid(self, k: int) -> list[dict[str, Any]]:
+        """Candidate search parameters for tuning at top-``k``, cheapest first.
+
+        Every knob makes search slower and more accurate as it grows, so a tuner may skip
+        any candidate whose values are all <= those of one that already missed the target.
+        Exact search has no knobs: [].
+        """
+        return []
+
+    def needs_compaction(self) -> bool:
+        """True when removed-but-kept vectors waste enough to rebuild (see ``compact``)."""
+        return False
+
+    def compact(self, ids: np.ndarray, vectors: np.ndarray) -> None:
+        """Rebuild from the live vectors given by the caller; a no-op for real removals."""
+        return None
+
     @staticmethod
     def check(ids: np.ndarray, vectors: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
         """Coerce ids/vectors to the dtypes faiss wants, checking shapes."""
         ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if vectors.ndim == 1 and len(ids) == 1:
+            vectors = vectors.reshape(1, -1)
         if vectors.ndim != 2 or vectors.shape[1] != dim or len(ids) != vectors.shape[0]:
             raise ValueError(f"expected {len(ids)} vectors of dimension {dim}, got {vectors.shape}")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("duplicate ids in one add")
         return ids, vectors

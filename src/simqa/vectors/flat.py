@@ -9,35 +9,53 @@ import faiss
 import numpy as np
 
 from simqa.vectors.base import VectorIndex
+from simqa.vectors.faissio import as_queries, read_index, writable
 
 
 class FlatIndex(VectorIndex):
-    """faiss ``IndexFlatIP`` behind an id map: exact, supports removal, fine up to ~100k."""
+    """faiss ``IndexFlatIP`` behind an id map: exact, supports removal, fine up to ~100k.
+
+    Search reads every vector once, so its speed is bounded by memory bandwidth.
+    """
 
     kind = "flat"
 
-    def __init__(self, dim: int, index: faiss.Index | None = None) -> None:
+    def __init__(self, dim: int, index: faiss.Index | None = None, mapped: bool = False) -> None:
         super().__init__(dim)
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self.mapped = mapped
+
+    def _writable(self) -> None:
+        if self.mapped:
+            self.index, self.mapped = writable(self.index), False
 
     def add(self, ids: np.ndarray, vectors: np.ndarray) -> None:
         ids, vectors = self.check(ids, vectors, self.dim)
+        if len(ids) == 0:
+            return
+        self._writable()
+        present = faiss.vector_to_array(self.index.id_map) if len(self) else ids[:0]
+        if np.isin(ids, present).any():
+            raise ValueError("some ids are already in the index; use update")
         self.index.add_with_ids(vectors, ids)
 
     def remove(self, ids: np.ndarray) -> int:
-        return int(self.index.remove_ids(np.ascontiguousarray(ids, dtype=np.int64)))
+        ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+        if len(ids) == 0 or len(self) == 0:
+            return 0
+        self._writable()
+        return int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        return self.index.search(queries, k)
+        return self.index.search(as_queries(queries, self.dim), k)
 
     def save(self, directory: Path) -> None:
-        faiss.write_index(self.index, str(directory / self.filename))
+        faiss.write_index(self.index, str(Path(directory) / self.filename))
 
     @classmethod
-    def load(cls, directory: Path, config: dict[str, Any]) -> FlatIndex:
-        index = faiss.read_index(str(directory / cls.filename))
-        return cls(config["dim"], index)
+    def load(cls, directory: Path, config: dict[str, Any], mmap: bool = True) -> FlatIndex:
+        index, mapped = read_index(Path(directory) / cls.filename, mmap)
+        return cls(config["dim"], index, mapped)
 
     def __len__(self) -> int:
         return int(self.index.ntotal)
