@@ -1,7 +1,15 @@
-"""simqa: semantic similar-question retrieval for medical consultations."""
+"""simqa: semantic similar-question retrieval for medical consultations.
+
+import simqa
+index = simqa.build(["../shared/data/lasseregin_medical_qa"], "consults")
+hits = index.search("leg jerks while falling asleep", k=4)
+print(simqa.render(hits, "text"))
+"""
 
 from simqa.errors import SimqaError
+from simqa.index import Hit, Index, build, open_index
 from simqa.records import Consultation, Reply
+from simqa.render import render
 
-__all__ = ["Consultation", "Reply", "SimqaError"]
+__all__ = ["Consultation", "Hit", "Index", "Reply", "SimqaError", "build", "open_index", "render"]
 __version__ = "0.1.0"

@@ -66,9 +66,7 @@ class Encoder:
         self.dim = int(self.model.get_embedding_dimension())
         self.max_tokens = int(self.model.max_seq_length)
 
-    def encode(
-        self, texts: list[str], batch_size: int = 64, progress: bool = False
-    ) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         """Unit-length float32 vectors, one row per text, so inner product is cosine."""
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)

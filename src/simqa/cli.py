@@ -1,0 +1,215 @@
+"""The ``simqa`` command: a thin layer over the library, one short function per command."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from simqa.errors import SimqaError
+
+app = typer.Typer(
+    help="Similar-question retrieval for medical consultations.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+IndexOpt = Annotated[
+    str, typer.Option("--index", "-i", help="Index name (a folder under ./indexes) or path.")
+]
+KOpt = Annotated[int, typer.Option("-k", "--top", help="How many similar consultations.")]
+FormatOpt = Annotated[
+    str, typer.Option("--format", "-f", help="Output: text (Similar Q&A), json, markdown or html.")
+]
+DeptOpt = Annotated[str | None, typer.Option(help="Only consultations of this department.")]
+SourceOpt = Annotated[str | None, typer.Option(help="Only consultations from this source.")]
+MinScoreOpt = Annotated[
+    float | None, typer.Option(help="Leave out hits below this cosine similarity.")
+]
+
+
+def _echo(text: str) -> None:
+    typer.echo(text)
+
+
+@app.command()
+def build(
+    sources: Annotated[list[Path], typer.Argument(help="Files or folders of consultations.")],
+    index: IndexOpt = "default",
+    append: Annotated[
+        bool, typer.Option(help="Add to an existing index instead of replacing it.")
+    ] = False,
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="Force the input format: page, jsonl, csv, medquad, lasseregin, covid."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="sentence-transformers model name or path.")
+    ] = None,
+    index_type: Annotated[
+        str | None, typer.Option(help="Override the chosen vector index type.")
+    ] = None,
+    recall: Annotated[
+        float, typer.Option(help="recall@10 target for approximate index types.")
+    ] = 0.95,
+    fields: Annotated[
+        str, typer.Option(help="What to embed: title+question, question or title.")
+    ] = "title+question",
+    strict: Annotated[bool, typer.Option(help="Stop at the first malformed record.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Ingest consultations, embed their questions and write the index atomically."""
+    from simqa.index import build as build_index
+    from simqa.ingest import IngestReport
+
+    report = IngestReport()
+    started = time.perf_counter()
+    try:
+        idx = build_index(
+            sources,
+            index,
+            model=model,
+            index_type=index_type,
+            append=append,
+            recall=recall,
+            fields=fields,
+            format=format,
+            strict=strict,
+            report=report,
+            progress=not quiet,
+        )
+    finally:
+        for problem in report.problems:
+            typer.echo(f"skipped: {problem}", err=True)
+    info = idx.info()
+    typer.echo(report.summary(), err=True)
+    typer.echo(
+        f"index {info['path']}: {info['records']:,} consultations, {info['index_type']} index, "
+        f"{info['size_bytes'] / 1e6:.1f} MB, built in {time.perf_counter() - started:.1f}s",
+        err=True,
+    )
+
+
+@app.command()
+def query(
+    text: Annotated[
+        str | None, typer.Argument(help="The question to find similar ones for.")
+    ] = None,
+    index: IndexOpt = "default",
+    k: KOpt = 5,
+    format: FormatOpt = "text",
+    department: DeptOpt = None,
+    source: SourceOpt = None,
+    min_score: MinScoreOpt = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(
+            "--file", help="One query per line ('-' for stdin); prints one JSON line each."
+        ),
+    ] = None,
+) -> None:
+    """Find the consultations most similar to a free-text question."""
+    from simqa.index import Index
+    from simqa.render import render
+
+    if (text is None) == (file is None):
+        raise SimqaError("give either a query TEXT or --file QUERIES")
+    idx = Index.open(index)
+    filters = {"department": department, "source": source, "min_score": min_score}
+    if file is None:
+        _echo(render(idx.search(text, k, **filters), format, min_score=min_score))
+        return
+    lines = _read_lines(file)
+    for start in range(0, len(lines), 256):
+        batch = lines[start : start + 256]
+        for line, hits in zip(batch, idx.search_many(batch, k, **filters), strict=True):
+            _echo(
+                json.dumps({"query": line, "hits": [h.to_json() for h in hits]}, ensure_ascii=False)
+            )
+
+
+def _read_lines(file: Path) -> list[str]:
+    try:
+        raw = sys.stdin.buffer.read() if str(file) == "-" else file.read_bytes()
+        text = raw.decode("utf-8")
+    except FileNotFoundError:
+        raise SimqaError(f"query file {file} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise SimqaError(f"query file {file} is not UTF-8 (byte {exc.start})") from None
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        raise SimqaError(f"query file {file} has no queries")
+    return lines
+
+
+@app.command()
+def similar(
+    record_id: Annotated[
+        str | None, typer.Argument(metavar="ID", help="An indexed consultation's id.")
+    ] = None,
+    page: Annotated[
+        Path | None, typer.Option(help="A consultation page file (need not be indexed).")
+    ] = None,
+    index: IndexOpt = "default",
+    k: KOpt = 5,
+    format: FormatOpt = "text",
+    department: DeptOpt = None,
+    source: SourceOpt = None,
+    min_score: MinScoreOpt = None,
+) -> None:
+    """Find the consultations most similar to an indexed one, or to a page file."""
+    from simqa.index import Index
+    from simqa.ingest import load
+    from simqa.render import render
+
+    if (record_id is None) == (page is None):
+        raise SimqaError("give either a consultation ID or --page FILE")
+    idx = Index.open(index)
+    filters = {"department": department, "source": source, "min_score": min_score}
+    if page is not None:
+        records = list(load([page], format="page", strict=True))
+        if not records:
+            raise SimqaError(f"{page} holds no consultation page")
+        hits = idx.similar_to(records[0], k, **filters)
+    else:
+        hits = idx.similar(record_id, k, **filters)
+    _echo(render(hits, format, min_score=min_score))
+
+
+@app.command()
+def info(
+    index: IndexOpt = "default",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show what an index holds and how it was built (verifies every file's checksum)."""
+    from simqa.index import Index
+
+    details = Index.open(index, verify=True).info()
+    if as_json:
+        _echo(json.dumps(details, indent=2))
+        return
+    for key, value in details.items():
+        if key == "size_bytes":
+            value = f"{value / 1e6:.1f} MB"
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
+        _echo(f"{key.replace('_', ' ') + ':':<16} {value}")
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit status 1."""
+    try:
+        app()
+    except SimqaError as exc:
+        typer.echo(f"simqa: error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        typer.echo("simqa: interrupted; the index is unchanged", err=True)
+        sys.exit(130)

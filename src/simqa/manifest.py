@@ -1,0 +1,85 @@
+"""The manifest: what an index folder holds and how it was made.
+
+Saved as ``manifest.json`` beside the vector index and the records, so ``simqa info``
+can show it, opening can refuse an index built with another model, and damaged files
+are caught by their checksums before faiss or SQLite read them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from simqa.errors import IndexCorrupt
+
+FORMAT_VERSION = 1
+FILENAME = "manifest.json"
+
+
+@dataclass
+class Manifest:
+    model: str
+    dim: int
+    count: int
+    vector_index: dict[str, Any]
+    embed_fields: str = "title+question"
+    metric: str = "inner_product"
+    index_reason: str = ""
+    recall: dict[str, Any] = field(default_factory=dict)
+    created: str = ""
+    updated: str = ""
+    sources: dict[str, int] = field(default_factory=dict)
+    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    simqa_version: str = ""
+
+    def save(self, directory: Path) -> None:
+        """Record each file's size and checksum, then write the manifest itself."""
+        self.files = {
+            p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)}
+            for p in sorted(directory.iterdir())
+            if p.is_file() and p.name != FILENAME
+        }
+        (directory / FILENAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> Manifest:
+        path = directory / FILENAME
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise IndexCorrupt(f"{directory} has no {FILENAME}") from None
+        except (OSError, ValueError, UnicodeDecodeError):
+            raise IndexCorrupt(f"{path} is unreadable or not valid JSON") from None
+        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+            version = data.get("format_version") if isinstance(data, dict) else None
+            raise IndexCorrupt(
+                f"{path}: index format version {version!r}, this simqa reads {FORMAT_VERSION}"
+            )
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise IndexCorrupt(f"{path} has unexpected fields ({exc})") from None
+
+    def verify(self, directory: Path, checksums: bool = True) -> None:
+        """Raise IndexCorrupt if a file is missing, truncated or (with checksums) altered."""
+        for name, expected in self.files.items():
+            path = directory / name
+            if not path.exists():
+                raise IndexCorrupt(f"index file {path} is missing")
+            size = path.stat().st_size
+            if size != expected["bytes"]:
+                raise IndexCorrupt(
+                    f"index file {path} is {size:,} bytes, expected {expected['bytes']:,} "
+                    "(truncated or modified)"
+                )
+            if checksums and sha256(path) != expected["sha256"]:
+                raise IndexCorrupt(f"index file {path} fails its checksum (corrupted)")
+
+
+def sha256(path: Path) -> str:
+    with path.open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
