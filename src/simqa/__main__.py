@@ -1,0 +1,3 @@
+from simqa.cli import main
+
+main()

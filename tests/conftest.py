@@ -1,0 +1,27 @@
+"""Shared fixtures: real shared corpora, the real packaged model, real indexes on disk."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+DATA = SHARED / "data"
+SEED = SHARED / "seeds" / "000_6d9dcf339530815c.txt"
+QUESTION_DOCTOR = DATA / "lasseregin_medical_qa" / "questionDoctorQAs.json"
+
+
+@pytest.fixture(autouse=True)
+def _index_home(tmp_path_factory, monkeypatch):
+    """Index names resolve under a temporary folder, never the repo's indexes/."""
+    monkeypatch.setenv("SIMQA_HOME", str(tmp_path_factory.getbasetemp() / "indexes"))
+
+
+@pytest.fixture(scope="session")
+def consult_index(tmp_path_factory):
+    """The seed page plus every QuestionDoctors consultation (1,890 real questions)."""
+    import simqa
+
+    path = tmp_path_factory.mktemp("built") / "consults"
+    return simqa.build([SEED, QUESTION_DOCTOR], path)

@@ -1,0 +1,82 @@
+"""What must never happen: a failed build losing the old index, or a model mix-up unnoticed."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import simqa
+from simqa import Consultation
+from simqa.embed import resolve_model
+from simqa.errors import IndexCorrupt, ModelMismatch
+
+RECORDS = [
+    Consultation(id=str(i), title=t, question=t)
+    for i, t in enumerate(
+        ["Knee pain after running", "Dry cough for two weeks", "Itchy rash on arms"]
+    )
+]
+
+
+def test_interrupted_build_leaves_previous_index_intact(tmp_path):
+    path = tmp_path / "idx"
+    simqa.build(RECORDS, path)
+
+    def exploding():
+        yield Consultation(id="new", title="Back pain", question="Lower back pain when lifting")
+        raise KeyboardInterrupt
+
+    for append in (False, True):
+        with pytest.raises(KeyboardInterrupt):
+            simqa.build(exploding(), path, append=append)
+        index = simqa.open_index(path)
+        assert len(index) == 3 and index.search("rash", k=1)[0].id == "2"
+        assert not list(path.glob(".staging-*"))
+
+
+@pytest.fixture(scope="module")
+def other_models(tmp_path_factory):
+    """A copy of the packaged model under another name, and a 64-dimensional variant."""
+    from sentence_transformers import SentenceTransformer, models
+
+    base = tmp_path_factory.mktemp("models")
+    packaged = resolve_model(None)[1]
+    same_dim = base / "copy"
+    shutil.copytree(packaged, same_dim)
+    model = SentenceTransformer(packaged, device="cpu")
+    model.append(models.Dense(384, 64))
+    small = base / "small"
+    model.save(str(small))
+    return same_dim, small
+
+
+def test_index_from_another_model_is_refused(tmp_path, other_models):
+    same_dim, _ = other_models
+    path = tmp_path / "idx"
+    simqa.build(RECORDS, path, model=str(same_dim))
+    assert simqa.open_index(path).manifest.model == str(same_dim.resolve())
+    with pytest.raises(ModelMismatch, match="built with model"):
+        simqa.open_index(path, model="all-MiniLM-L6-v2")
+    with pytest.raises(ModelMismatch, match="built with model"):
+        simqa.build(RECORDS, path, append=True, model="all-MiniLM-L6-v2")
+
+
+def test_model_that_changed_dimension_is_refused(tmp_path, other_models):
+    _, small = other_models
+    moved = tmp_path / "model"
+    shutil.copytree(resolve_model(None)[1], moved)
+    path = tmp_path / "idx"
+    simqa.build(RECORDS, path, model=str(moved))
+    shutil.rmtree(moved)
+    shutil.copytree(small, moved)
+    with pytest.raises(ModelMismatch, match="64-dimensional"):
+        simqa.open_index(path).search("knee")
+
+
+def test_missing_version_folder_is_reported(tmp_path):
+    path = tmp_path / "idx"
+    simqa.build(RECORDS, path)
+    shutil.rmtree(next(path.glob("v*")))
+    with pytest.raises(IndexCorrupt, match="missing version"):
+        simqa.open_index(path)
