@@ -1,0 +1,126 @@
+"""Embeddings for an evaluation run: each text is embedded once per model and run.
+
+Methods that share a model (dense-exact, simqa, hybrid-rrf) share vectors through one
+``EmbeddingCache``. Large fixed text lists (the distractors of an index, ~47k questions)
+can also be kept on disk, keyed by the model and a checksum of the texts, so that the
+next run loads them instead of spending minutes re-embedding.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simqa.embed import load_encoder, resolve_model
+
+
+def cache_dir() -> Path:
+    """``$SIMQA_CACHE`` or ``$XDG_CACHE_HOME/simqa`` (``~/.cache/simqa``)."""
+    if os.environ.get("SIMQA_CACHE"):
+        return Path(os.environ["SIMQA_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "simqa"
+
+
+def model_fingerprint(name: str) -> str:
+    """The model's name, plus sizes and times of its files when it is a local directory,
+    so that a retrained model in the same folder never reuses stale vectors."""
+    path = Path(name)
+    if not path.is_dir():
+        return name
+    parts = [name]
+    for file in sorted(path.rglob("*")):
+        if file.is_file():
+            stat = file.stat()
+            parts.append(f"{file.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}")
+    return "\n".join(parts)
+
+
+def texts_checksum(texts: Sequence[str]) -> str:
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+class EmbeddingCache:
+    """Loaded encoders and the vectors of every text seen in this run, per model."""
+
+    def __init__(self, batch_size: int = 64) -> None:
+        self.batch_size = batch_size
+        self._encoders: dict[str, Any] = {}
+        self._vectors: dict[str, dict[str, np.ndarray]] = {}
+        self._matrices: dict[tuple[str, str], np.ndarray] = {}
+        #: a large fixed text list (distractors) embedded through the disk cache
+        self.bulk: list[str] = []
+        #: seconds spent in the model, per model name
+        self.seconds: dict[str, float] = {}
+
+    def model_name(self, model: str | None) -> str:
+        return resolve_model(model)[0]
+
+    def encoder(self, model: str | None) -> Any:
+        name = self.model_name(model)
+        if name not in self._encoders:
+            self._encoders[name] = load_encoder(model)
+        return self._encoders[name]
+
+    def preload(self, model: str | None, texts: Sequence[str], vectors: np.ndarray) -> None:
+        """Make vectors computed elsewhere (an index, a disk cache) known to this run."""
+        memo = self._vectors.setdefault(self.model_name(model), {})
+        for text, vector in zip(texts, vectors, strict=True):
+            memo.setdefault(text, vector)
+
+    def encode(self, model: str | None, texts: Sequence[str]) -> np.ndarray:
+        """Unit vectors for ``texts``; only texts not seen before in this run are embedded."""
+        name = self.model_name(model)
+        memo = self._vectors.setdefault(name, {})
+        missing = list(dict.fromkeys(t for t in texts if t not in memo))
+        if missing:
+            started = time.perf_counter()
+            fresh = self.encoder(model).encode(missing, batch_size=self.batch_size)
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+            for text, vector in zip(missing, fresh, strict=True):
+                memo[text] = vector
+        if not texts:
+            return np.zeros((0, self.encoder(model).dim), dtype=np.float32)
+        return np.stack([memo[t] for t in texts]).astype(np.float32, copy=False)
+
+    def matrix(self, model: str | None, texts: Sequence[str], key: str) -> np.ndarray:
+        """``encode`` for a large list used many times (a pool), stacked once per key."""
+        name = self.model_name(model)
+        if (name, key) not in self._matrices:
+            memo = self._vectors.get(name, {})
+            if self.bulk and not all(t in memo for t in self.bulk):
+                self.encode_on_disk(model, self.bulk)
+            self._matrices[name, key] = np.ascontiguousarray(self.encode(model, texts))
+        return self._matrices[name, key]
+
+    def encode_on_disk(self, model: str | None, texts: Sequence[str]) -> np.ndarray:
+        """``encode``, reading and writing a disk cache keyed by model and texts."""
+        name = self.model_name(model)
+        key = hashlib.sha256(
+            (model_fingerprint(name) + "\0" + texts_checksum(texts)).encode()
+        ).hexdigest()[:32]
+        path = cache_dir() / "embeddings" / f"{key}.npy"
+        if path.exists():
+            try:
+                vectors = np.load(path)
+            except (OSError, ValueError):
+                vectors = None
+            if vectors is not None and vectors.shape[0] == len(texts):
+                self.preload(model, texts, vectors)
+                return vectors
+        vectors = self.encode(model, texts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(f".{os.getpid()}.tmp.npy")
+        np.save(partial, vectors)
+        partial.replace(path)
+        return vectors
