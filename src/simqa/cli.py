@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from simqa.errors import SimqaError
+from simqa.evaluate.cli_command import eval_command
 
 app = typer.Typer(
     help="Similar-question retrieval for medical consultations.",
@@ -201,6 +202,9 @@ def info(
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
         _echo(f"{key.replace('_', ' ') + ':':<16} {value}")
+
+
+app.command("eval")(eval_command)
 
 
 def main() -> None:

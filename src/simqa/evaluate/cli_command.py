@@ -9,8 +9,6 @@ from typing import Annotated, Any
 
 import typer
 
-from simqa.errors import SimqaError
-
 #: column headings on the terminal; JSON keeps the full metric keys
 SHORT = {"recall@1": "R@1", "recall@5": "R@5", "recall@10": "R@10", "mrr": "MRR",
          "ndcg@10": "nDCG@10", "pos_above_neg": "pos>neg", "accuracy": "acc"}
@@ -91,14 +89,10 @@ def eval_command(
     def log(message: str) -> None:
         print(message, file=sys.stderr)
 
-    try:
-        rows = evaluate(
-            pairs, model=model, methods=method or None, distractors=distractors,
-            tune_on=tune_on, k=k, format=format, limit=limit, seed=seed, log=log,
-        )
-    except SimqaError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
+    rows = evaluate(
+        pairs, model=model, methods=method or None, distractors=distractors,
+        tune_on=tune_on, k=k, format=format, limit=limit, seed=seed, log=log,
+    )
     if as_json:
         print(json.dumps(rows, indent=2))
     else:
