@@ -222,7 +222,7 @@ def test_batched_search_equals_one_by_one(kind, data, built, tmp_path):
 def test_edges(data):
     for kind in KINDS:
         index = create(kind, DIM)
-        scores, ids = index.search(data["fresh"][:2], 5)
+        _, ids = index.search(data["fresh"][:2], 5)
         assert ids.shape == (2, 5) and (ids == -1).all()
         assert index.remove(np.array([1, 2])) == 0
     flat = create("flat", DIM)
