@@ -31,6 +31,7 @@ from simqa.errors import BadQuery, IndexCorrupt, IndexMissing, ModelMismatch, Si
 from simqa.manifest import Manifest
 from simqa.records import Consultation, normalise
 from simqa.store import RecordStore
+from simqa.vectors.tuning import tune
 
 MAX_QUERY_CHARS = 20_000
 MAX_K = 1_000
@@ -409,6 +410,7 @@ def build(
     index_type: str | None = None,
     append: bool = False,
     recall: float = 0.95,
+    memory: int | None = None,
     fields: str = "title+question",
     format: str | None = None,
     strict: bool = False,
@@ -418,7 +420,9 @@ def build(
 ) -> Index:
     """Build (or with ``append=True`` extend) an index from records and/or source files.
 
-    Re-ingesting an id updates that record; only new or changed question texts are
+    ``memory`` is a budget in bytes for the vector index; with ``index_type`` unset
+    the index type is chosen from the corpus size and that budget. Re-ingesting an id
+    updates that record; only new or changed question texts are
     embedded. Nothing becomes visible until the new version is complete.
     """
     if not 0 < recall <= 1:
@@ -455,21 +459,26 @@ def build(
             all_vecs = np.concatenate([np.asarray(old_vecs)[keep], new_vecs])
             config = dict(previous.manifest.vector_index)
             reason = previous.manifest.index_reason
-            vecs = vector_backends.load(previous.dir, config)
+            vecs = vector_backends.load(previous.dir, config, mmap=False)
             if stale:
                 vecs.remove(np.array(stale, dtype=np.int64))
             if len(new_ids):
                 vecs.add(new_ids, new_vecs)
+            if vecs.needs_compaction():
+                vecs.compact(all_ids, all_vecs)
             recall_info = previous.manifest.recall
         else:
             all_ids, all_vecs = new_ids, new_vecs
-            kind, reason = vector_backends.choose(len(all_ids), encoder.dim)
+            kind, params, reason = vector_backends.choose(len(all_ids), encoder.dim, memory)
             if index_type:
+                params = {} if index_type != kind else params
                 kind, reason = index_type, f"chosen with --index-type {index_type}"
-            vecs = vector_backends.create(kind, encoder.dim)
+            vecs = vector_backends.create(kind, encoder.dim, **params)
             vecs.add(all_ids, all_vecs)
-            recall_info = {"target": recall, "recall@10": 1.0, "exact": kind == "flat"}
-            config = vecs.config
+            if kind == "flat":
+                recall_info = {"target": recall, "recall": 1.0, "exact": True}
+            else:
+                recall_info = tune(vecs, all_vecs, all_ids, target=recall)
         order = np.argsort(all_ids, kind="stable")
         np.save(staging / EMBEDDING_IDS, all_ids[order])
         np.save(staging / EMBEDDINGS, np.ascontiguousarray(all_vecs[order], dtype=np.float32))
@@ -482,7 +491,7 @@ def build(
             model=encoder.name,
             dim=encoder.dim,
             count=len(counts),
-            vector_index={**config, **vecs.config},
+            vector_index=vecs.config,
             embed_fields=fields,
             index_reason=reason,
             recall=recall_info,
