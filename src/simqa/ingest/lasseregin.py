@@ -8,7 +8,7 @@ fills ``reply``/``doctor``, the others go to ``other_replies``.
 Mapping: title = ``question`` tidied with a capital first letter (the site titles are all
 lower case); question = ``question_text`` without the scraped tabs and blank runs, or the
 title when absent (eHealthForum); doctor = ``answer_author`` without its "Dr"/"Dr." prefix;
-the iCliniq ``--> <link>`` placeholders are removed from replies; asker age and sex are
+the scraper's ``--> <link>`` placeholders are removed from replies; asker age and sex are
 taken from the question when it says e.g. "I am a 24 year old female".
 Source is the site (``icliniq``, ``questiondoctors``, ``ehealthforum``) and the id is
 ``<source>-<URL slug>`` (long slugs are cut and end in a short hash of the URL).
@@ -28,7 +28,7 @@ from simqa.records import Consultation, Reply
 
 EXTENSIONS = (".json",)
 SITES = ("icliniq", "questiondoctors", "ehealthforum")
-_LINK = re.compile(r"\s*-->\s*<link>")
+_LINK = re.compile(r"\s*(?:-->\s*)?<link>")
 _DR = re.compile(r"^Dr\.?\s*", re.IGNORECASE)
 
 

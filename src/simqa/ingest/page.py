@@ -47,7 +47,8 @@ _WHO = re.compile(r"^(?:(?P<name>.*?),\s*)?(?P<age>[^,]+?)\s+years?\s+old\s+(?P<
 _DOCTOR = re.compile(
     r"^Dr\.?\s*(?P<doctor>[^?!]{1,60}?)\s+reply(?:\s+(?P<dept>[^.,?!]{1,60}?))?\s*$")
 _REPLY_DATE = re.compile(r"^Reply Date:\s*(?P<date>.*?)\s*$")
-_FAQ = re.compile(r"^(?P<topic>[^()]*?)\s*\((?P<dept>[^()]*)\)$")
+_FAQ = re.compile(  # "Leg Numbness(Neurology)": short, no sentence punctuation, unlike a title
+    r"^(?P<topic>[^()?!.]{0,60}?)\s*\((?P<dept>[^()?!.]{0,60})\)$")
 _RULE = re.compile(r"^([-=*_#~]{3,}|\f)$")
 _ID_NAME = re.compile(r"^(?:\d+_)?(?P<id>[0-9a-fA-F]{8,64})$")
 _READ_MORE = "[Read More]"
