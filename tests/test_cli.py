@@ -166,5 +166,5 @@ def test_strict_build_stops_and_keeps_previous_index(small_index, tmp_path):
     assert len(simqa.open_index(copy)) == 3
     loose = run("build", str(bad), "--index", str(copy), "--append", "--quiet")
     assert loose.returncode == 0
-    assert "bad.jsonl:2" in loose.stderr and "skipped" in loose.stderr
+    assert "bad.jsonl, line 2" in loose.stderr and "skipped" in loose.stderr
     assert len(simqa.open_index(copy)) == 4
