@@ -12,6 +12,7 @@ import typer
 
 from simqa.errors import SimqaError
 from simqa.evaluate.cli_command import eval_command
+from simqa.train import tune_command
 
 app = typer.Typer(
     help="Similar-question retrieval for medical consultations.",
@@ -205,6 +206,7 @@ def info(
 
 
 app.command("eval")(eval_command)
+app.command("tune")(tune_command)
 
 
 def main() -> None:

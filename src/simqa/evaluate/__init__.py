@@ -8,6 +8,7 @@ Modules: ``pairs`` (readers), ``metrics`` (every number, stable keys), ``methods
 (``evaluate``), ``distractors`` (an index's questions added to the pool).
 """
 
+from simqa.evaluate import levers as _levers  # noqa: F401  (registers rerank, truncate, ...)
 from simqa.evaluate.methods import (
     DEFAULT_METHODS,
     Method,

@@ -23,6 +23,7 @@ from simqa.evaluate import metrics
 from simqa.evaluate.embedcache import EmbeddingCache
 from simqa.evaluate.methods import DEFAULT_METHODS, Method, MethodContext, Pool
 from simqa.evaluate.pairs import PairSet, read_pairs, sha256_file
+from simqa.train import refuse_trained_on
 
 #: how deep each method's list is read; the first positive below it adds 0 to mrr
 MRR_DEPTH = 100
@@ -162,6 +163,7 @@ def evaluate(
     results = []
     for spec in methods or DEFAULT_METHODS:
         method = context.get(spec)
+        refuse_trained_on(method, pairset.checksum, pairs_path)
         say(f"{method.name}: ranking {len(prepared.texts):,} queries in a pool of {len(pool):,}")
         started = time.perf_counter()
         ids, _scores = method.rank(prepared.texts, pool, depth + 1)
