@@ -10,7 +10,7 @@
   the BM25 score divided by the query's best BM25 score, over both methods' top ``depth``.
 
 ``calibrate_min_score`` picks the score under which the engine says nothing similar is known.
-Run it as ``python -m simqa.evaluate.levers calibrate PAIRS [--model M]``.
+Run it as ``python -m simqa.evaluate calibrate PAIRS [--model M]``.
 """
 
 from __future__ import annotations
@@ -286,7 +286,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import argparse
     import json
 
-    parser = argparse.ArgumentParser(prog="python -m simqa.evaluate.levers")
+    parser = argparse.ArgumentParser(prog="python -m simqa.evaluate")
     sub = parser.add_subparsers(dest="command", required=True)
     cal = sub.add_parser("calibrate", help="the min-score threshold from validation pairs")
     cal.add_argument("pairs")
@@ -305,7 +305,3 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(f"simqa: error: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
     print(json.dumps(result, indent=2))
-
-
-if __name__ == "__main__":
-    main()

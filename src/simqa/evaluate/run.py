@@ -111,12 +111,14 @@ def evaluate(
     limit: int | None = None,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    cache: EmbeddingCache | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate each method on the pairs file; one result dict per method (keys in metrics).
 
     ``limit`` evaluates a seeded sample of that many queries (the pool shrinks with it);
     ``tune_on`` names a labelled pairs file, never the evaluated one, on which the cosine
-    threshold for ``accuracy`` is tuned.
+    threshold for ``accuracy`` is tuned. Pass one ``cache`` to several calls to embed each
+    text once across them.
     """
     say = log or (lambda _msg: None)
     if not isinstance(k, int) or not 1 <= k <= MRR_DEPTH:
@@ -136,7 +138,8 @@ def evaluate(
         raise SimqaError(f"{tune_on}: tuning a threshold needs both similar and different pairs")
     np.random.seed(seed)
 
-    context = MethodContext(model, EmbeddingCache())
+    context = MethodContext(model, cache or EmbeddingCache())
+    context.cache.bulk = []
     texts = list(pairset.candidates)
     files = {str(pairs_path): pairset.checksum}
     extra: dict[str, Any] = {}
