@@ -89,7 +89,8 @@ def build(
         )
     finally:
         for problem in report.problems:
-            typer.echo(f"skipped: {problem}", err=True)
+            kind = "skipped" if problem.skipped else "warning"
+            typer.echo(f"{kind}: {problem}", err=True)
     info = idx.info()
     typer.echo(report.summary(), err=True)
     typer.echo(
