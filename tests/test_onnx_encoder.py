@@ -15,7 +15,16 @@ import pytest
 
 from simqa.embed import Encoder, load_encoder
 from simqa.errors import SimqaError
-from simqa.onnx_encoder import FP32, INT8, META, OnnxEncoder, export, model_key
+from simqa.onnx_encoder import (
+    FP32,
+    INT8,
+    META,
+    POOLING_MODES,
+    OnnxEncoder,
+    _pool,
+    export,
+    model_key,
+)
 
 from .conftest import DATA
 
@@ -112,6 +121,25 @@ def test_same_nearest_paraphrase_as_torch(onnx_encoders, torch_encoder):
     got = (np.vstack([onnx.encode([q]) for q in queries]) @ onnx.encode(pool).T).argmax(axis=1)
     assert got.tolist() == want.tolist()
     assert (want == np.arange(len(queries))).mean() > 0.5  # the task itself is not degenerate
+
+
+@pytest.mark.parametrize("mode", [*POOLING_MODES, ("cls", "mean", "max")])
+def test_pooling_matches_sentence_transformers(mode):
+    """Every pooling a model's config can name gives ST's own result on a right-padded batch."""
+    import torch
+
+    try:
+        from sentence_transformers.sentence_transformer.modules import Pooling
+    except ImportError:  # sentence-transformers 5
+        from sentence_transformers.models import Pooling
+
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(3, 7, 8)).astype(np.float32)
+    mask = np.array([[1] * 7, [1] * 4 + [0] * 3, [1] + [0] * 6])
+    modes = [mode] if isinstance(mode, str) else list(mode)
+    features = {"token_embeddings": torch.tensor(hidden), "attention_mask": torch.tensor(mask)}
+    want = Pooling(8, pooling_mode=mode)(features)["sentence_embedding"].numpy()
+    np.testing.assert_allclose(_pool(hidden, mask, modes), want, rtol=1e-5, atol=1e-6)
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
