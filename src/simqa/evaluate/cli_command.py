@@ -37,7 +37,10 @@ def print_table(rows: list[dict[str, Any]], file: Any = None) -> None:
     for row in rows:
         cells = [f"{row[c]:.3f}" if c in row else "" for c in columns]
         table.add_row(row["method"], *cells, f"{row['seconds']:.1f}")
-    Console(file=file or sys.stdout).print(table)
+    console = Console(file=file or sys.stdout)
+    if not console.is_terminal:  # a pipe or file: no terminal width to fit, keep every digit
+        console = Console(file=file or sys.stdout, width=200)
+    console.print(table)
 
 
 PairsArg = Annotated[
