@@ -6,6 +6,8 @@ import csv
 import json
 import math
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -250,6 +252,15 @@ def test_refuses_to_tune_on_the_evaluated_file(tmp_path):
         evaluate(MQP, tune_on=copy, methods=["bm25"])
 
 
+def test_cli_refusal_is_one_short_line():
+    result = subprocess.run(
+        [sys.executable, "-m", "simqa", "eval", str(MQP), "--tune-on", str(MQP)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode != 0
+    assert "refusing to tune" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_bad_method_specs():
     context = MethodContext()
     with pytest.raises(SimqaError, match="unknown method"):
@@ -266,8 +277,8 @@ def test_bad_method_specs():
 @pytest.fixture(scope="module")
 def mqp_validation(tmp_path_factory) -> Path:
     """MQP pairs of queries outside the evaluated sample, as a tuning file."""
-    sample = {q.text for q in read_pairs(MQP).subset(50, seed=0).queries}
-    rows = [q for q in read_pairs(MQP).queries if q.text not in sample][:25]
+    sample = {q.text for q in read_pairs(MQP).subset(40, seed=0).queries}
+    rows = [q for q in read_pairs(MQP).queries if q.text not in sample][:20]
     path = tmp_path_factory.mktemp("tune") / "valid.jsonl"
     return write_jsonl(path, [
         {"query": q.text, "positives": list(q.positives), "negatives": list(q.negatives)}
@@ -276,11 +287,11 @@ def mqp_validation(tmp_path_factory) -> Path:
 
 
 def test_end_to_end_on_an_mqp_sample(mqp_validation):
-    rows = evaluate(MQP, limit=50, seed=0, tune_on=mqp_validation)
+    rows = evaluate(MQP, limit=40, seed=0, tune_on=mqp_validation)
     by = {row["method"]: row for row in rows}
     assert list(by) == ["bm25", "dense-exact", "simqa", "hybrid-rrf"]
     dense, bm25 = by["dense-exact"], by["bm25"]
-    assert dense["queries"] == 50 and dense["pool"] == 150
+    assert dense["queries"] == 40 and dense["pool"] == 120
     assert dense["recall@1"] > 0.7 and dense["recall@10"] > 0.9
     assert dense["mrr"] >= bm25["mrr"]
     assert dense["pos_above_neg"] > 0.75
