@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import typer
 
 from simqa.errors import SimqaError
 from simqa.evaluate.cli_command import eval_command
+from simqa.index import DEFAULT_ENCODER
 from simqa.train import tune_command
 
 app = typer.Typer(
@@ -30,9 +32,26 @@ FormatOpt = Annotated[
 ]
 DeptOpt = Annotated[str | None, typer.Option(help="Only consultations of this department.")]
 SourceOpt = Annotated[str | None, typer.Option(help="Only consultations from this source.")]
+EncoderOpt = Annotated[
+    str,
+    typer.Option("--encoder", help="Query encoder: onnx (int8, faster) or torch (the reference)."),
+]
 MinScoreOpt = Annotated[
     float | None, typer.Option(help="Leave out hits below this cosine similarity.")
 ]
+
+
+@app.callback()
+def _options(
+    threads: Annotated[
+        int | None, typer.Option(help="Threads for the model and the index (default: all cores).")
+    ] = None,
+) -> None:
+    """Similar-question retrieval for medical consultations."""
+    if threads is not None:
+        if threads < 1:
+            raise typer.BadParameter("must be 1 or more", param_hint="--threads")
+        os.environ["SIMQA_THREADS"] = str(threads)
 
 
 def _echo(text: str) -> None:
@@ -111,6 +130,7 @@ def query(
     department: DeptOpt = None,
     source: SourceOpt = None,
     min_score: MinScoreOpt = None,
+    encoder: EncoderOpt = DEFAULT_ENCODER,
     file: Annotated[
         Path | None,
         typer.Option(
@@ -124,7 +144,7 @@ def query(
 
     if (text is None) == (file is None):
         raise SimqaError("give either a query TEXT or --file QUERIES")
-    idx = Index.open(index)
+    idx = Index.open(index, backend=encoder)
     filters = {"department": department, "source": source, "min_score": min_score}
     if file is None:
         _echo(render(idx.search(text, k, **filters), format, min_score=min_score))
@@ -166,6 +186,7 @@ def similar(
     department: DeptOpt = None,
     source: SourceOpt = None,
     min_score: MinScoreOpt = None,
+    encoder: EncoderOpt = DEFAULT_ENCODER,
 ) -> None:
     """Find the consultations most similar to an indexed one, or to a page file."""
     from simqa.index import Index
@@ -174,7 +195,7 @@ def similar(
 
     if (record_id is None) == (page is None):
         raise SimqaError("give either a consultation ID or --page FILE")
-    idx = Index.open(index)
+    idx = Index.open(index, backend=encoder)
     filters = {"department": department, "source": source, "min_score": min_score}
     if page is not None:
         records = list(load([page], format="page", strict=True))

@@ -31,6 +31,7 @@ from simqa.errors import BadQuery, IndexCorrupt, IndexMissing, ModelMismatch, Si
 from simqa.manifest import Manifest
 from simqa.records import Consultation, normalise
 from simqa.store import RecordStore
+from simqa.vectors.faissio import set_threads
 from simqa.vectors.tuning import tune
 
 MAX_QUERY_CHARS = 20_000
@@ -40,14 +41,26 @@ RECORDS = "records.sqlite"
 EMBEDDINGS = "embeddings.npy"
 EMBEDDING_IDS = "embedding_ids.npy"
 
+#: the query encoder unless told otherwise (see benchmarks/RESULTS.md for its agreement with torch)
+DEFAULT_ENCODER = "torch"
 _ENCODERS: dict[tuple[str, str], Any] = {}
+
+
+def threads() -> int | None:
+    """The thread count asked for with ``$SIMQA_THREADS`` (``simqa --threads``), if any."""
+    value = os.environ.get("SIMQA_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise SimqaError(f"SIMQA_THREADS must be a positive whole number, got {value!r}")
+    return int(value)
 
 
 def shared_encoder(model: str | None, backend: str = "torch") -> Any:
     """One loaded encoder per (model, backend) per process: loading costs seconds."""
     key = (resolve_model(model)[0], backend)
     if key not in _ENCODERS:
-        _ENCODERS[key] = load_encoder(model, backend=backend)
+        _ENCODERS[key] = load_encoder(model, backend=backend, threads=threads())
     return _ENCODERS[key]
 
 
@@ -121,6 +134,8 @@ class Index:
         self.dir = version_dir
         self.manifest = manifest
         self.backend = backend
+        if threads():
+            set_threads(threads())
         try:
             self.store = RecordStore(version_dir / RECORDS)
             self.vectors = vector_backends.load(version_dir, manifest.vector_index)
@@ -140,7 +155,7 @@ class Index:
         index: str | Path = "default",
         *,
         model: str | None = None,
-        backend: str = "torch",
+        backend: str = DEFAULT_ENCODER,
         verify: bool = True,
     ) -> Index:
         """Open a built index. ``model`` (if given) must be the one it was built with."""
