@@ -140,6 +140,8 @@ def evaluate(
 
     context = MethodContext(model, cache or EmbeddingCache())
     context.cache.bulk = []
+    seconds_before = dict(context.cache.seconds)
+    chosen = [context.get(spec) for spec in methods or DEFAULT_METHODS]  # bad specs fail now
     texts = list(pairset.candidates)
     files = {str(pairs_path): pairset.checksum}
     extra: dict[str, Any] = {}
@@ -164,8 +166,9 @@ def evaluate(
     ks = sorted({1, 5, 10, k})
 
     results = []
-    for spec in methods or DEFAULT_METHODS:
-        method = context.get(spec)
+    if prepared.dropped:
+        say(f"{prepared.dropped} queries have no positive to find and are left out")
+    for method in chosen:
         refuse_trained_on(method, pairset.checksum, pairs_path)
         say(f"{method.name}: ranking {len(prepared.texts):,} queries in a pool of {len(pool):,}")
         started = time.perf_counter()
@@ -193,7 +196,9 @@ def evaluate(
             **extra,
         })
         results.append(row)
-    embed_seconds = {m: round(s, 3) for m, s in context.cache.seconds.items()}
+    embed_seconds = {
+        m: round(s - seconds_before.get(m, 0.0), 3) for m, s in context.cache.seconds.items()
+    }
     for row in results:
         row["embed_seconds"] = embed_seconds.get(row["model"], 0.0) if row["model"] else 0.0
         row["machine"] = f"{platform.machine()} x{os.cpu_count()}"
