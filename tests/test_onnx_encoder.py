@@ -192,3 +192,9 @@ def test_bad_models_are_simqa_errors(tmp_path):
         OnnxEncoder(precision="int4")
     with pytest.raises(SimqaError, match="cannot find model"):
         OnnxEncoder("no-such-model-anywhere")
+
+
+def test_unwritable_cache_is_a_simqa_error(tmp_path):
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(SimqaError, match="SIMQA_CACHE"):
+        export(None, tmp_path / "a-file" / "onnx")

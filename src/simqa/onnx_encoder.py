@@ -272,7 +272,10 @@ def export(model: str | None, out_dir: Path, quantize: bool = True) -> Path:
             with _atomic(out_dir / INT8) as tmp:
                 _quantize(out_dir / FP32, tmp)
     except OSError as exc:
-        raise SimqaError(f"cannot write the onnx model to {out_dir} ({exc.strerror})") from None
+        raise SimqaError(
+            f"cannot write the onnx model to {out_dir} ({exc.strerror}); "
+            "set SIMQA_CACHE to a writable folder"
+        ) from None
     return out_dir / (INT8 if quantize else FP32)
 
 
