@@ -33,6 +33,7 @@ from simqa.train import (
     _write_record,
     collect,
     mine_negatives,
+    run_trainer,
     write_pairs,
 )
 
@@ -90,13 +91,27 @@ class Reranker:
         return order, scores[order]
 
 
+def rerank_hits(
+    reranker: Reranker, query: str, hits: Sequence[Any], weight: float = 0.0,
+    fields: str = "title+question",
+) -> list[Any]:
+    """``Index.search`` hits in the reranker's order; each keeps its cosine ``score`` (so
+    ``min_score`` still means the same), only the order changes. ``fields`` should be what
+    the index embedded (its manifest's ``embed_fields``)."""
+    if len(hits) < 2:
+        return list(hits)
+    texts = [h.record.embedding_text(fields) for h in hits]
+    order, _ = reranker.rerank(query, texts, [h.score for h in hits], weight)
+    return [hits[i] for i in order]
+
+
 def reranker_examples(
     pairs: Sequence[TrainPair], mined: Sequence[str | None], seed: int = 0
 ) -> tuple[list[str], list[str], list[float]]:
     """(lefts, rights, labels): each positive, its labelled negative, its mined negative.
 
-    Pairs are presented both ways round (query->candidate and back), since a reranker
-    sees either side as the query.
+    Half the rows, drawn with ``seed``, are swapped round (candidate first), since a
+    reranker meets either side as the query; swapping costs nothing, unlike doubling.
     """
     rng = random.Random(seed)
     rows: list[tuple[str, str, float]] = []
@@ -105,7 +120,7 @@ def reranker_examples(
         for negative in (pair.negative, hard):
             if negative is not None and negative != pair.positive:
                 rows.append((pair.anchor, negative, 0.0))
-    rows += [(right, left, label) for left, right, label in rows]
+    rows = [(b, a, y) if rng.random() < 0.5 else (a, b, y) for a, b, y in rows]
     rng.shuffle(rows)
     return [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows]
 
@@ -156,6 +171,7 @@ def train_reranker(
     loss_value, steps, base_name = _fit_cross_encoder(
         model, lefts, rights, labels, out, epochs=epochs, batch_size=batch_size,
         max_length=max_length, learning_rate=learning_rate, warmup_ratio=warmup_ratio, seed=seed,
+        log=say,
     )
     seconds = round(time.perf_counter() - started, 1)
     record = {
@@ -186,7 +202,7 @@ def train_reranker(
 def _fit_cross_encoder(
     model: str | None, lefts: list[str], rights: list[str], labels: list[float], out: Path, *,
     epochs: float, batch_size: int, max_length: int, learning_rate: float, warmup_ratio: float,
-    seed: int,
+    seed: int, log: Log,
 ) -> tuple[float | None, int, str]:
     from datasets import Dataset
     from sentence_transformers import CrossEncoder, CrossEncoderTrainer
@@ -211,7 +227,7 @@ def _fit_cross_encoder(
     trainer = CrossEncoderTrainer(
         model=cross, args=args, train_dataset=dataset, loss=BinaryCrossEntropyLoss(cross),
     )
-    result = trainer.train()
+    result = run_trainer(trainer, log)
     _cleanup(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     cross.save(str(out))

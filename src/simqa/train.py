@@ -407,7 +407,7 @@ def tune(
     st_model.max_seq_length = max_seq_length
     loss_value, steps = _fit_bi_encoder(
         st_model, pairs, epochs=epochs, batch_size=batch_size,
-        learning_rate=learning_rate, warmup_ratio=warmup_ratio, seed=seed,
+        learning_rate=learning_rate, warmup_ratio=warmup_ratio, seed=seed, log=say,
     )
     # serve with the base model's length: training short only saves time
     st_model.max_seq_length = base_length
@@ -478,7 +478,7 @@ def _train_args(*, epochs: float, batch_size: int, learning_rate: float,
 
 def _fit_bi_encoder(st_model: Any, pairs: Sequence[TrainPair], *, epochs: float,
                     batch_size: int, learning_rate: float, warmup_ratio: float,
-                    seed: int) -> tuple[float | None, int]:
+                    seed: int, log: Log) -> tuple[float | None, int]:
     """MultipleNegativesRankingLoss; pairs with and without a negative are separate datasets
     (a batch holds columns of one shape), sampled in proportion to their sizes."""
     from datasets import Dataset, DatasetDict
@@ -518,9 +518,25 @@ def _fit_bi_encoder(st_model: Any, pairs: Sequence[TrainPair], *, epochs: float,
         train_dataset=DatasetDict(parts) if len(parts) > 1 else next(iter(parts.values())),
         loss=MultipleNegativesRankingLoss(st_model),
     )
-    result = trainer.train()
+    result = run_trainer(trainer, log)
     _cleanup(args.output_dir)
     return _final_loss(trainer, result), int(result.global_step)
+
+
+def run_trainer(trainer: Any, log: Log) -> Any:
+    """``trainer.train()`` with progress lines through ``log`` (stderr on the command line),
+    not printed to stdout, which carries the training record."""
+    from transformers import PrinterCallback, TrainerCallback
+
+    class Progress(TrainerCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: Any = None,
+                   **kwargs: Any) -> None:
+            if logs and "loss" in logs:
+                log(f"step {state.global_step}/{state.max_steps}: loss {float(logs['loss']):.4f}")
+
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(Progress())
+    return trainer.train()
 
 
 def _final_loss(trainer: Any, result: Any) -> float | None:

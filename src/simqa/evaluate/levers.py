@@ -49,7 +49,8 @@ class RerankMethod:
         self.model = base.model
         #: models whose training files ``simqa eval`` checks against the evaluated file
         self.trained_models = (reranker.path,)
-        self._memo: dict[tuple[str, str], float] = {}
+        # shared by every spec on this reranker (weights, tops): each pair is scored once
+        self._memo: dict[tuple[str, str], float] = _SCORES.setdefault(reranker.path, {})
 
     def _logits(self, lefts: list[str], rights: list[str]) -> np.ndarray:
         keys = list(zip(lefts, rights, strict=True))
@@ -85,6 +86,7 @@ class RerankMethod:
 
 
 _RERANKERS: dict[str, Any] = {}
+_SCORES: dict[str, dict[tuple[str, str], float]] = {}
 
 
 def _rerank(spec: str, context: MethodContext, params: dict[str, str]) -> Method:
