@@ -12,7 +12,9 @@ per output channel, for the MatMuls only, and not for the feed-forward down-proj
 (the MatMuls whose weight narrows, e.g. 1536 -> 384), whose inputs carry the transformer's
 activation outliers; the embedding tables stay float32 too. quantize_dynamic's defaults
 (per-tensor, embeddings included) moved MiniLM's vectors to a mean cosine of 0.96 with torch;
-per-channel gave 0.995, and keeping the down-projections in float 0.998.
+per-channel gave 0.995, and keeping the down-projections in float 0.998, at 1.5x the CPU time
+of all-int8 (3.0 against 2.0 ms per short query on one thread; torch 16 ms). All-int8 lost
+0.84 points of MQP recall@1 when querying a torch-built index; this recipe 0.24.
 """
 
 from __future__ import annotations
