@@ -195,3 +195,13 @@ def test_ingest_then_build_counts_match(tmp_path):
     records = list(load([SEED]))
     idx = simqa.build(records, tmp_path / "one")
     assert len(idx) == 1 and idx.info()["records"] == 1
+
+
+def test_index_is_queried_with_the_encoder_it_was_built_with(consult_index):
+    assert consult_index.manifest.encoder == "onnx"
+    assert consult_index.encoder.backend == "onnx"
+    reference = simqa.open_index(consult_index.root, backend="torch")
+    query = "I was diagnosed with restless leg syndrome, what helps?"
+    fast, slow = consult_index.search(query, k=3), reference.search(query, k=3)
+    assert fast[0].id == slow[0].id
+    assert abs(fast[0].score - slow[0].score) < 0.02

@@ -40,14 +40,15 @@ def test_interrupted_build_leaves_previous_index_intact(tmp_path):
 @pytest.fixture(scope="module")
 def other_models(tmp_path_factory):
     """A copy of the packaged model under another name, and a 64-dimensional variant."""
-    from sentence_transformers import SentenceTransformer, models
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense
 
     base = tmp_path_factory.mktemp("models")
     packaged = resolve_model(None)[1]
     same_dim = base / "copy"
     shutil.copytree(packaged, same_dim)
     model = SentenceTransformer(packaged, device="cpu")
-    model.append(models.Dense(384, 64))
+    model.append(Dense(384, 64))
     small = base / "small"
     model.save(str(small))
     return same_dim, small

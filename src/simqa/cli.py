@@ -33,8 +33,10 @@ FormatOpt = Annotated[
 DeptOpt = Annotated[str | None, typer.Option(help="Only consultations of this department.")]
 SourceOpt = Annotated[str | None, typer.Option(help="Only consultations from this source.")]
 EncoderOpt = Annotated[
-    str,
-    typer.Option("--encoder", help="Query encoder: onnx (int8, faster) or torch (the reference)."),
+    str | None,
+    typer.Option(
+        "--encoder", help="onnx (int8, faster) or torch; default: what the index was built with."
+    ),
 ]
 MinScoreOpt = Annotated[
     float | None, typer.Option(help="Leave out hits below this cosine similarity.")
@@ -85,6 +87,9 @@ def build(
     ] = "title+question",
     strict: Annotated[bool, typer.Option(help="Stop at the first malformed record.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    encoder: Annotated[
+        str, typer.Option(help="auto (int8 onnx where the model allows it), onnx or torch.")
+    ] = DEFAULT_ENCODER,
 ) -> None:
     """Ingest consultations, embed their questions and write the index atomically."""
     from simqa.index import build as build_index
@@ -130,7 +135,7 @@ def query(
     department: DeptOpt = None,
     source: SourceOpt = None,
     min_score: MinScoreOpt = None,
-    encoder: EncoderOpt = DEFAULT_ENCODER,
+    encoder: EncoderOpt = None,
     file: Annotated[
         Path | None,
         typer.Option(
@@ -186,7 +191,7 @@ def similar(
     department: DeptOpt = None,
     source: SourceOpt = None,
     min_score: MinScoreOpt = None,
-    encoder: EncoderOpt = DEFAULT_ENCODER,
+    encoder: EncoderOpt = None,
 ) -> None:
     """Find the consultations most similar to an indexed one, or to a page file."""
     from simqa.index import Index

@@ -41,8 +41,9 @@ RECORDS = "records.sqlite"
 EMBEDDINGS = "embeddings.npy"
 EMBEDDING_IDS = "embedding_ids.npy"
 
-#: the query encoder unless told otherwise (see benchmarks/RESULTS.md for its agreement with torch)
-DEFAULT_ENCODER = "torch"
+#: int8 ONNX where the model allows it: same MQP recall@1 as torch, several times faster
+#: (benchmarks/RESULTS.md); an index is queried with the encoder it was built with.
+DEFAULT_ENCODER = "auto"
 _ENCODERS: dict[tuple[str, str], Any] = {}
 
 
@@ -56,11 +57,21 @@ def threads() -> int | None:
     return int(value)
 
 
-def shared_encoder(model: str | None, backend: str = "torch") -> Any:
-    """One loaded encoder per (model, backend) per process: loading costs seconds."""
+def shared_encoder(model: str | None, backend: str = DEFAULT_ENCODER) -> Any:
+    """One loaded encoder per (model, backend) per process: loading costs seconds.
+
+    ``auto`` means onnx, or torch for a model the onnx export does not support (e.g. one
+    with a Dense head); the encoder's ``backend`` attribute says which one it is.
+    """
     key = (resolve_model(model)[0], backend)
     if key not in _ENCODERS:
-        _ENCODERS[key] = load_encoder(model, backend=backend, threads=threads())
+        if backend == "auto":
+            try:
+                _ENCODERS[key] = shared_encoder(model, "onnx")
+            except SimqaError:
+                _ENCODERS[key] = shared_encoder(model, "torch")
+        else:
+            _ENCODERS[key] = load_encoder(model, backend=backend, threads=threads())
     return _ENCODERS[key]
 
 
@@ -129,7 +140,9 @@ def check_k(k: int) -> int:
 class Index:
     """A built index, opened for searching. Open it once and reuse it for many queries."""
 
-    def __init__(self, root: Path, version_dir: Path, manifest: Manifest, backend: str) -> None:
+    def __init__(
+        self, root: Path, version_dir: Path, manifest: Manifest, backend: str | None = None
+    ) -> None:
         self.root = root
         self.dir = version_dir
         self.manifest = manifest
@@ -155,10 +168,14 @@ class Index:
         index: str | Path = "default",
         *,
         model: str | None = None,
-        backend: str = DEFAULT_ENCODER,
+        backend: str | None = None,
         verify: bool = True,
     ) -> Index:
-        """Open a built index. ``model`` (if given) must be the one it was built with."""
+        """Open a built index. ``model`` (if given) must be the one it was built with.
+
+        Queries are encoded as the index was built (``backend=None``); another backend
+        works but its vectors differ slightly from the stored ones.
+        """
         root = locate(index)
         version_dir = _current_version(root)
         manifest = Manifest.load(version_dir)
@@ -173,7 +190,9 @@ class Index:
     @property
     def encoder(self) -> Any:
         if self._encoder is None:
-            encoder = shared_encoder(self.manifest.model, self.backend)
+            built_with = self.manifest.encoder  # onnx falls back to torch if it cannot load
+            backend = self.backend or ("auto" if built_with == "onnx" else built_with)
+            encoder = shared_encoder(self.manifest.model, backend)
             if encoder.dim != self.manifest.dim:
                 raise ModelMismatch(
                     f"model {self.manifest.model} gives {encoder.dim}-dimensional vectors, "
@@ -346,6 +365,7 @@ class Index:
             "dimension": m.dim,
             "metric": m.metric,
             "embedded_text": m.embed_fields,
+            "encoder": m.encoder,
             "index_type": m.vector_index.get("kind"),
             "index_params": {k: v for k, v in m.vector_index.items() if k not in ("kind", "dim")},
             "index_reason": m.index_reason,
@@ -432,6 +452,7 @@ def build(
     report: Any = None,
     progress: bool = False,
     batch_size: int = 64,
+    encoder: str = DEFAULT_ENCODER,
 ) -> Index:
     """Build (or with ``append=True`` extend) an index from records and/or source files.
 
@@ -454,7 +475,7 @@ def build(
     staging = root / f".staging-{uuid.uuid4().hex}"
     staging.mkdir()
     try:
-        encoder = previous.encoder if previous else shared_encoder(model)
+        encoder = previous.encoder if previous else shared_encoder(model, encoder)
         if previous:
             store = previous.store.copy_to(staging / RECORDS)
         else:
@@ -508,6 +529,7 @@ def build(
             count=len(counts),
             vector_index=vecs.config,
             embed_fields=fields,
+            encoder=encoder.backend,
             index_reason=reason,
             recall=recall_info,
             created=previous.manifest.created if previous else now,

@@ -26,6 +26,8 @@ class Manifest:
     count: int
     vector_index: dict[str, Any]
     embed_fields: str = "title+question"
+    #: how the vectors were computed: "onnx" (int8) or "torch"; queries use the same
+    encoder: str = "torch"
     metric: str = "inner_product"
     index_reason: str = ""
     recall: dict[str, Any] = field(default_factory=dict)
