@@ -52,7 +52,8 @@ def load_distractors(index: str | Path, cache: EmbeddingCache) -> Distractors:
         rows = np.minimum(rows, len(ids) - 1)
         stored = ids[rows] == vids
         texts = list(by_vid.values())
-        if stored.all() and matrix.shape[0]:
+        # the evaluation's dense methods encode with torch: reuse only torch-made vectors
+        if stored.all() and matrix.shape[0] and manifest.encoder == "torch":
             cache.preload(manifest.model, texts, np.asarray(matrix[rows], dtype=np.float32))
         unique = list(dict.fromkeys(texts))
         return Distractors(str(index), manifest.model, unique, texts_checksum(unique))
