@@ -24,6 +24,7 @@ from simqa.onnx_encoder import (
     _pool,
     export,
     model_key,
+    prune_cache,
 )
 
 from .conftest import DATA
@@ -170,6 +171,26 @@ def test_cache_key_follows_the_model_files(tmp_path):
     assert model_key(tmp_path) == first
     os.utime(tmp_path / "config.json", ns=(1, 1))
     assert model_key(tmp_path) != first
+
+
+def test_stale_exports_are_pruned(tmp_path):
+    def entry(key: str, source: Path) -> Path:
+        (tmp_path / key).mkdir()
+        (tmp_path / key / META).write_text(json.dumps({"source": str(source)}))
+        return tmp_path / key
+
+    model, other = tmp_path / "model", tmp_path / "other-model"
+    model.mkdir()
+    other.mkdir()
+    new = entry("new", model)
+    older = entry("older", model)  # the same model before its files changed
+    gone = entry("gone", tmp_path / "deleted-model")
+    kept = entry("kept", other)
+    (tmp_path / "in-progress").mkdir()  # no metadata yet: another process is exporting
+    assert sorted(prune_cache(new)) == sorted([older, gone])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [new.name, kept.name, "in-progress", "model", "other-model"]
+    )
 
 
 def test_query_path_needs_no_torch(exported):

@@ -25,6 +25,7 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import tempfile
 import warnings
 from collections.abc import Iterator
@@ -93,6 +94,30 @@ def model_key(path: Path) -> str:
 def default_dir(model: str | None) -> Path:
     """The cache folder that holds (or will hold) the export of ``model``."""
     return cache_root() / "onnx" / model_key(locate(model)[1])
+
+
+def prune_cache(keep: Path) -> list[Path]:
+    """Delete cached exports made stale by ``keep``: same model files since changed, or gone.
+
+    Folders keyed by a model's path and file times pile up as models are retrained or
+    temporary copies come and go; a folder without metadata may be an export in progress
+    and is left alone. Returns the folders removed.
+    """
+    try:
+        source = json.loads((keep / META).read_text())["source"]
+        siblings = [d for d in keep.parent.iterdir() if d.is_dir() and d != keep]
+    except (OSError, ValueError, KeyError):
+        return []
+    removed = []
+    for folder in siblings:
+        try:
+            other = json.loads((folder / META).read_text())["source"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if other == source or not Path(other).exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
 
 
 @contextlib.contextmanager
@@ -331,6 +356,8 @@ class OnnxEncoder:
             meta = self._read_meta()
             if meta is None:
                 raise SimqaError(f"onnx export in {self.dir} left no usable {META}")
+            if not cache_dir:
+                prune_cache(self.dir)
         self.dim = int(meta["dim"])
         self.max_tokens = int(meta["max_seq_length"])
         self._inputs: list[str] = list(meta["inputs"])
