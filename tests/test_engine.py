@@ -15,7 +15,7 @@ from simqa.errors import BadQuery, SimqaError
 from simqa.ingest import load
 from simqa.ingest.page import parse_page, parse_similar_section
 
-from .conftest import SEED
+from .conftest import QUESTION_DOCTOR, SEED
 
 LEG_OR_SLEEP = re.compile(r"\b(leg|legs|sleep\w*|jerk\w*|twitch\w*|spasm\w*|restless)\b", re.I)
 
@@ -205,3 +205,25 @@ def test_index_is_queried_with_the_encoder_it_was_built_with(consult_index):
     fast, slow = consult_index.search(query, k=3), reference.search(query, k=3)
     assert fast[0].id == slow[0].id
     assert abs(fast[0].score - slow[0].score) < 0.02
+
+
+@pytest.mark.parametrize("kind", ["hnsw_sq8", "ivf_pq"])
+def test_approximate_index_builds_tunes_appends_and_updates(tmp_path, kind):
+    records = list(load([QUESTION_DOCTOR]))[:300]
+    path = tmp_path / kind
+    idx = simqa.build(records, path, index_type=kind)
+    info = idx.info()
+    assert info["index_type"] == kind and info["recall"]["recall"] >= 0.95
+    target = records[10]
+    assert idx.search(target.embedding_text(), k=1)[0].id == target.id
+    changed = Consultation(
+        id=target.id, title="Ingrown toenail", question="My big toe nail grows into the skin"
+    )
+    idx = simqa.build([changed], path, append=True)
+    assert idx.info()["index_type"] == kind and len(idx) == 300
+    assert idx.search("toenail growing into skin", k=1)[0].id == target.id
+    assert target.id not in {
+        h.id
+        for h in idx.search(target.embedding_text(), k=5)
+        if h.record.title != "Ingrown toenail"
+    }

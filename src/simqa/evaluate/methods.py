@@ -250,7 +250,12 @@ class SimqaVectors(DenseExact):
         if self._pool_key != pool.key:
             self.kind, params, _why = backends.choose(len(vectors), vectors.shape[1])
             index = backends.create(self.kind, vectors.shape[1], **params)
-            index.add(np.arange(len(vectors), dtype=np.int64), vectors)
+            ids = np.arange(len(vectors), dtype=np.int64)
+            index.add(ids, vectors)
+            if self.kind != "flat":  # as simqa build does: the cheapest setting at recall 0.95
+                from simqa.vectors.tuning import tune
+
+                tune(index, vectors, ids, target=0.95)
             self._index, self._pool_key = index, pool.key
         q = self.cache.encode(self.model, queries)
         scores, ids = self._index.search(q, min(depth, len(vectors)))

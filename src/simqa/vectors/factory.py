@@ -16,7 +16,7 @@ BACKENDS: dict[str, type[VectorIndex]] = {
 }
 
 #: exact search stays fast enough (a few ms a query) up to about this many vectors
-FLAT_MAX = 100_000
+FLAT_MAX = 20_000
 #: above this, HNSW build time and memory grow past IVF fast-scan's
 HNSW_MAX = 2_000_000
 HNSW_M = 32
