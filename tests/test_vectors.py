@@ -244,17 +244,24 @@ def test_edges(data):
 
 
 def test_choose_by_size_and_memory():
-    kind, params, reason = choose(47_441, 384)
+    kind, params, reason = choose(15_000, 384)
     assert kind == "flat" and params == {}
-    assert reason.startswith("47,441 vectors x 384 dims: exact search")
-    kind, params, _ = choose(1_000_000, 384)
-    assert kind == "hnsw" and params["M"] > 0
-    kind, _, reason = choose(1_000_000, 384, memory_budget_bytes=800 * 2**20)
-    assert kind == "hnsw_sq8" and "memory" in reason
-    kind, params, _ = choose(1_000_000, 384, memory_budget_bytes=300 * 2**20)
-    assert kind == "ivf_pq" and params["refine"] == "sq8"
-    kind, params, reason = choose(20_000_000, 384)
-    assert kind == "ivf_pq" and "millions" in reason
+    assert reason.startswith("15,000 vectors x 384 dims: exact search")
+    kind, params, reason = choose(47_441, 384)
+    assert kind == "ivf_pq" and reason.startswith("47,441 vectors x 384 dims: too many")
+    kind, params, reason = choose(1_000_000, 384)
+    assert kind == "ivf_pq" and params["refine"] == "flat" and "exact float32 re-rank" in reason
+    assert params["nlist"] == 4000
+    # tighter budgets shrink the re-rank copy: float16, then 8-bit
+    kind, params, reason = choose(1_000_000, 384, memory_budget_bytes=1200 * 2**20)
+    assert kind == "ivf_pq" and params["refine"] == "fp16" and "memory budget" in reason
+    kind, params, _ = choose(1_000_000, 384, memory_budget_bytes=600 * 2**20)
+    assert params["refine"] == "sq8"
+    kind, params, reason = choose(1_000_000, 384, memory_budget_bytes=100 * 2**20)
+    assert params["refine"] == "sq8" and "exceeds" in reason
+    # a small corpus over budget leaves exact search too
+    kind, _, reason = choose(15_000, 384, memory_budget_bytes=10 * 2**20)
+    assert kind == "ivf_pq" and "exact search exceeds the memory budget" in reason
     # every choice can be created with its parameters
     for n in (1_000, 1_000_000, 20_000_000):
         kind, params, _ = choose(n, 64)
