@@ -465,7 +465,9 @@ def run_size(size: str, real: np.ndarray, synth: Synthesiser, quick: bool, only:
     with threads(ALL_THREADS):
         kth = exact_topk(q, x, K)[0][:, K - 1]
     data.update(size=size, n=len(x), dim=x.shape[1], queries=len(q), quick=quick)
-    for system in systems(size, quick):
+    todo = systems(size, quick)
+    while todo:
+        system = todo.pop(0)  # drop each built index before the next is built
         if only and only not in system.name:
             continue
         print(f"[{size}] {system.name}", flush=True)
