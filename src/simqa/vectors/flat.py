@@ -11,18 +11,11 @@ import numpy as np
 from simqa.vectors.base import VectorIndex
 from simqa.vectors.faissio import as_queries, read_index, writable
 
-#: from this many queries a matrix product beats scanning once per query
-BATCH_MIN = 20
-#: bytes of scores per block of a batched search
-BLOCK_BYTES = 64 * 2**20
-
 
 class FlatIndex(VectorIndex):
-    """faiss ``IndexFlatIP`` behind an id map: exact, supports removal.
+    """faiss ``IndexFlatIP`` behind an id map: exact, supports removal, fine up to ~100k.
 
-    A single query is a SIMD scan of every vector, so its speed is bounded by memory
-    bandwidth. A batch is a matrix product in numpy, whose OpenBLAS is about twice as fast
-    on this machine's CPUs as the one faiss ships (see benchmarks/RESULTS.md).
+    Search reads every vector once, so its speed is bounded by memory bandwidth.
     """
 
     kind = "flat"
@@ -54,25 +47,7 @@ class FlatIndex(VectorIndex):
         return int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        queries = as_queries(queries, self.dim)
-        n = len(self)
-        if len(queries) < BATCH_MIN or n <= k:
-            return self.index.search(queries, k)
-        # a view of faiss's stored vectors (no copy, mapped or not) and of its id map
-        flat = faiss.downcast_index(self.index.index)
-        vectors = faiss.rev_swig_ptr(flat.get_xb(), n * self.dim).reshape(n, self.dim)
-        id_map = faiss.rev_swig_ptr(self.index.id_map.data(), n)
-        scores = np.empty((len(queries), k), dtype=np.float32)
-        ids = np.empty((len(queries), k), dtype=np.int64)
-        block = max(1, BLOCK_BYTES // (4 * n))
-        for start in range(0, len(queries), block):
-            sims = queries[start : start + block] @ vectors.T
-            top = np.argpartition(sims, n - k, axis=1)[:, n - k :]
-            top_scores = np.take_along_axis(sims, top, axis=1)
-            order = np.argsort(-top_scores, axis=1, kind="stable")
-            scores[start : start + block] = np.take_along_axis(top_scores, order, axis=1)
-            ids[start : start + block] = id_map[np.take_along_axis(top, order, axis=1)]
-        return scores, ids
+        return self.index.search(as_queries(queries, self.dim), k)
 
     def save(self, directory: Path) -> None:
         faiss.write_index(self.index, str(Path(directory) / self.filename))
