@@ -313,7 +313,7 @@ def test_distractors_from_an_index(tmp_path, monkeypatch):
         Consultation(id="d2", question="I have had a runny nose for a week"),
         Consultation(id="d3", question="Is it safe to take ibuprofen with coffee?"),
     ]
-    index = simqa.build(records, tmp_path / "distract")
+    index = simqa.build(records, tmp_path / "distract", encoder="torch")
     index.close()
     pairs = write_jsonl(tmp_path / "p.jsonl", [
         {"query": "my knee hurts going up stairs", "positives": ["knee pain when climbing steps"],
@@ -327,7 +327,7 @@ def test_distractors_from_an_index(tmp_path, monkeypatch):
     assert mixed["distractors"]["questions"] == 3
     # a near-copy of the second query among the distractors pushes its positive down
     assert alone["recall@1"] == 1.0 and mixed["recall@1"] == 0.5
-    # same model as the index: its stored vectors are used, nothing goes to the disk cache
+    # same model and encoder as the index: its stored vectors are used, nothing goes to disk
     assert not (tmp_path / "cache").exists()
     # the same weights under another name count as another model: the distractors are
     # re-embedded once, kept on disk, and rank as the stored vectors did
