@@ -194,7 +194,7 @@ def train_reranker(
         "final_loss": loss_value,
         "seconds": seconds,
     }
-    _write_record(out, record)
+    record = _write_record(out, record)
     say(f"trained the reranker for {steps} steps in {seconds:.0f}s; saved to {out}")
     return record
 

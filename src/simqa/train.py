@@ -433,16 +433,18 @@ def tune(
         "final_loss": loss_value,
         "seconds": seconds,
     }
-    _write_record(out, record)
+    record = _write_record(out, record)
     say(f"trained {steps} steps on {len(pairs):,} pairs in {seconds:.0f}s; saved to {out}")
     return record
 
 
-def _write_record(out: Path, record: dict[str, Any]) -> None:
+def _write_record(out: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """Write ``simqa_training.json`` (with the simqa version) and return what was written."""
     from simqa import __version__
 
     record = {**record, "simqa": __version__}
     (out / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return record
 
 
 def _load_trainable(model: str | None) -> tuple[Any, str, int]:
