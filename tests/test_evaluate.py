@@ -182,16 +182,16 @@ def test_meqsum_and_generic_jsonl_readers(tmp_path):
 @pytest.mark.parametrize(
     ("name", "content", "where"),
     [
-        ("bad.csv", "1,a?,b?,1\n1,c?,d?,maybe\n", "bad.csv:2"),
-        ("bad.csv", "1,a?,b?,1\n1,c?\n", "bad.csv:2"),
-        ("bad.jsonl", '{"query": "a", "positives": ["b"]}\n{"query": \n', "bad.jsonl:2"),
-        ("bad.jsonl", '{"query": "a", "positives": 3}\n', "bad.jsonl:1"),
-        ("bad.jsonl", '{"query": "a", "negatives": ["b"]}\n', "bad.jsonl:1"),
+        ("bad.csv", "1,a?,b?,1\n1,c?,d?,maybe\n", "bad.csv, line 2"),
+        ("bad.csv", "1,a?,b?,1\n1,c?\n", "bad.csv, line 2"),
+        ("bad.jsonl", '{"query": "a", "positives": ["b"]}\n{"query": \n', "bad.jsonl, line 2"),
+        ("bad.jsonl", '{"query": "a", "positives": 3}\n', "bad.jsonl, line 1"),
+        ("bad.jsonl", '{"query": "a", "negatives": ["b"]}\n', "bad.jsonl, line 1"),
         ("bad.xml", "<set>\n<pair value='true'><chq>a</chq><faq>b</faq></pair>\n<pair>\n</set>",
-         "bad.xml:4"),
+         "bad.xml, line 4"),
         ("bad.xml", "<set>\n<pair value='yes?'><chq>a</chq><faq>b</faq></pair>\n</set>",
-         "bad.xml:2"),
-        ("bad.xml", "<set>\n<pair value='true'><chq>a</chq></pair>\n</set>", "bad.xml:2"),
+         "bad.xml, line 2"),
+        ("bad.xml", "<set>\n<pair value='true'><chq>a</chq></pair>\n</set>", "bad.xml, line 2"),
     ],
 )
 def test_malformed_input_names_file_and_line(tmp_path, name, content, where):

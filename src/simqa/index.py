@@ -21,7 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
@@ -88,6 +88,15 @@ def locate(index: str | Path) -> Path:
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", text):
         raise SimqaError(f"bad index name {text!r}: use letters, digits, '-', '_' or a path")
     return home() / text
+
+
+class Filters(TypedDict, total=False):
+    """What every search method can narrow its hits by."""
+
+    department: str | None
+    source: str | None
+    #: hits scoring below it are dropped; none left means nothing similar is known
+    min_score: float | None
 
 
 @dataclass
@@ -209,46 +218,19 @@ class Index:
 
     # --- searching -----------------------------------------------------------------------
 
-    def search(
-        self,
-        text: str,
-        k: int = 5,
-        *,
-        department: str | None = None,
-        source: str | None = None,
-        min_score: float | None = None,
-    ) -> list[Hit]:
+    def search(self, text: str, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]:
         """The k consultations whose questions are closest to ``text``."""
-        return self.search_many(
-            [text], k, department=department, source=source, min_score=min_score
-        )[0]
+        return self.search_many([text], k, **filters)[0]
 
     def search_many(
-        self,
-        texts: list[str],
-        k: int = 5,
-        *,
-        department: str | None = None,
-        source: str | None = None,
-        min_score: float | None = None,
+        self, texts: list[str], k: int = 5, **filters: Unpack[Filters]
     ) -> list[list[Hit]]:
         """Batched ``search``: one model call and one index call for all queries."""
         queries = [check_query(t) for t in texts]
         check_k(k)
-        vectors = self.encoder.encode(queries)
-        return self.search_vectors(
-            vectors, k, department=department, source=source, min_score=min_score
-        )
+        return self.search_vectors(self.encoder.encode(queries), k, **filters)
 
-    def similar(
-        self,
-        record_id: str,
-        k: int = 5,
-        *,
-        department: str | None = None,
-        source: str | None = None,
-        min_score: float | None = None,
-    ) -> list[Hit]:
+    def similar(self, record_id: str, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]:
         """Neighbours of an indexed consultation, leaving out itself and exact duplicates."""
         check_k(k)
         found = self.store.get(str(record_id))
@@ -259,46 +241,27 @@ class Index:
         if row >= len(self._emb_ids) or self._emb_ids[row] != vid:
             raise IndexCorrupt(f"consultation {record_id!r} has no stored vector")
         vector = np.asarray(self._emb[row : row + 1], dtype=np.float32)
-        return self.search_vectors(
-            vector,
-            k,
-            department=department,
-            source=source,
-            min_score=min_score,
-            exclude_hashes={text_hash},
-        )[0]
+        return self.search_vectors(vector, k, exclude_hashes={text_hash}, **filters)[0]
 
     def similar_to(
-        self,
-        record: Consultation,
-        k: int = 5,
-        *,
-        department: str | None = None,
-        source: str | None = None,
-        min_score: float | None = None,
+        self, record: Consultation, k: int = 5, **filters: Unpack[Filters]
     ) -> list[Hit]:
         """Neighbours of a consultation that need not be indexed (e.g. a page file)."""
         check_k(k)
         text = check_query(record.embedding_text(self.manifest.embed_fields))
         vector = self.encoder.encode([text])
-        return self.search_vectors(
-            vector,
-            k,
-            department=department,
-            source=source,
-            min_score=min_score,
-            exclude_hashes={record.content_hash(self.manifest.embed_fields)},
-        )[0]
+        own = {record.content_hash(self.manifest.embed_fields)}
+        return self.search_vectors(vector, k, exclude_hashes=own, **filters)[0]
 
     def search_vectors(
         self,
         vectors: np.ndarray,
         k: int,
         *,
+        exclude_hashes: set[str] | None = None,
         department: str | None = None,
         source: str | None = None,
         min_score: float | None = None,
-        exclude_hashes: set[str] | None = None,
     ) -> list[list[Hit]]:
         """Search with ready-made query vectors, applying filters and exclusions exactly.
 

@@ -145,27 +145,19 @@ def corpus_pairs(records: Iterable[Any]) -> list[TrainPair]:
 
 def read_pairs_jsonl(path: Path) -> list[TrainPair]:
     """Training-pair JSONL: ``{"anchor", "positive", "negative"?}`` per line."""
+    from simqa.evaluate.pairs import json_lines
+
     out = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
+    for where, record in json_lines(path):
+        texts = {}
+        for key in ("anchor", "positive", "negative"):
+            value = record.get(key)
+            if value is None and key == "negative":
                 continue
-            where = f"{path}, line {number}"
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise SimqaError(f"{where}: not a JSON object") from None
-            if not isinstance(record, dict):
-                raise SimqaError(f"{where}: not a JSON object")
-            texts = {}
-            for key in ("anchor", "positive", "negative"):
-                value = record.get(key)
-                if value is None and key == "negative":
-                    continue
-                if not isinstance(value, str) or not normalise(value):
-                    raise SimqaError(f'{where}: "{key}" must be non-empty text')
-                texts[key] = normalise(value)
-            out.append(TrainPair(**texts))
+            if not isinstance(value, str) or not normalise(value):
+                raise SimqaError(f'{where}: "{key}" must be non-empty text')
+            texts[key] = normalise(value)
+        out.append(TrainPair(**texts))
     return out
 
 

@@ -187,7 +187,7 @@ def read_mqp(path: Path) -> Read:
         reader = csv.reader(handle)
         try:
             for row in reader:
-                where = f"{path}:{reader.line_num}"
+                where = f"{path}, line {reader.line_num}"
                 if not row or not any(cell.strip() for cell in row):
                     continue
                 if len(row) not in (3, 4):
@@ -201,7 +201,7 @@ def read_mqp(path: Path) -> Read:
                 label = _label(row[-1], where)
                 group.add(left, right, label, where)
         except csv.Error as exc:
-            raise SimqaError(f"{path}:{reader.line_num}: bad CSV ({exc})") from None
+            raise SimqaError(f"{path}, line {reader.line_num}: bad CSV ({exc})") from None
         except UnicodeDecodeError:
             raise SimqaError(f"{path}: not UTF-8 text") from None
     return group.result()
@@ -225,7 +225,7 @@ def read_rqe(path: Path) -> Read:
         if name in {"chq", "faq"}:
             state.pop("open", None)
         elif name == "pair" and "line" in state:
-            where = f"{path}:{state['line']}"
+            where = f"{path}, line {state['line']}"
             if state["value"] is None:
                 raise SimqaError(f"{where}: pair has no value attribute")
             label = _label(str(state["value"]), where)
@@ -248,17 +248,18 @@ def read_rqe(path: Path) -> Read:
             parser.ParseFile(handle)
     except expat.ExpatError as exc:
         reason = expat.errors.messages[exc.code]
-        raise SimqaError(f"{path}:{exc.lineno}: bad XML ({reason})") from None
+        raise SimqaError(f"{path}, line {exc.lineno}: bad XML ({reason})") from None
     return group.result()
 
 
-def _json_lines(path: Path) -> Iterable[tuple[str, dict]]:
+def json_lines(path: Path) -> Iterable[tuple[str, dict]]:
+    """(location, object) per non-blank line; a line that is not a JSON object is malformed."""
     with path.open(encoding="utf-8") as handle:
         try:
             for number, line in enumerate(handle, 1):
                 if not line.strip():
                     continue
-                where = f"{path}:{number}"
+                where = f"{path}, line {number}"
                 try:
                     record = json.loads(line)
                 except ValueError:
@@ -273,7 +274,7 @@ def _json_lines(path: Path) -> Iterable[tuple[str, dict]]:
 def read_meqsum(path: Path) -> Read:
     """MeQSum JSONL (file, chq, summary): the long question should find its summary."""
     group = _Grouper()
-    for where, record in _json_lines(path):
+    for where, record in json_lines(path):
         chq = _text(record.get("chq"), where, '"chq"')
         summary = _text(record.get("summary"), where, '"summary"')
         group.add(chq, summary, 1, where)
@@ -283,7 +284,7 @@ def read_meqsum(path: Path) -> Read:
 def read_jsonl(path: Path) -> Read:
     """Generic JSONL: ``{"query": str, "positives": [str], "negatives": [str]}`` per line."""
     group = _Grouper()
-    for where, record in _json_lines(path):
+    for where, record in json_lines(path):
         query = _text(record.get("query"), where, '"query"')
         labelled = []
         for key, label in (("positives", 1), ("negatives", 0)):
