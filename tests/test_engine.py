@@ -14,8 +14,13 @@ from simqa import Consultation
 from simqa.errors import BadQuery, SimqaError
 from simqa.ingest import load
 from simqa.ingest.page import parse_page, parse_similar_section
+from simqa.threshold import CALIBRATED, KEEP_ALL, calibrate
 
-from .conftest import QUESTION_DOCTOR, SEED
+from .conftest import DATA, QUESTION_DOCTOR, SEED
+
+RQE_VALIDATION = (
+    DATA / "mediqa2019" / "MEDIQA_Task2_RQE" / "MEDIQA2019-Task2-RQE-ValidationSet-AMIA2016.xml"
+)
 
 LEG_OR_SLEEP = re.compile(r"\b(leg|legs|sleep\w*|jerk\w*|twitch\w*|spasm\w*|restless)\b", re.I)
 
@@ -131,6 +136,24 @@ def test_min_score_says_nothing_similar(consult_index):
     )
     assert hits == []
     assert "Nothing similar was found" in simqa.render(hits, "text", min_score=0.9)
+
+
+def test_calibrated_min_score_is_the_default(consult_index):
+    default = CALIBRATED["all-MiniLM-L6-v2"]
+    assert consult_index.info()["min_score"] == default
+    off_topic = "quarterly tax filing deadline for corporations"
+    assert consult_index.search(off_topic, k=3) == []
+    kept = consult_index.search(off_topic, k=3, min_score=KEEP_ALL)
+    assert len(kept) == 3 and all(h.score < default for h in kept)
+    on_topic = consult_index.search("my legs jerk when I am falling asleep", k=3)
+    assert len(on_topic) == 3 and all(h.score >= default for h in on_topic)
+
+
+def test_calibrate_reproduces_the_packaged_threshold():
+    found = calibrate(RQE_VALIDATION)
+    assert found["n_pairs"] == 302 and found["model"] == "all-MiniLM-L6-v2"
+    assert abs(found["min_score"] - CALIBRATED["all-MiniLM-L6-v2"]) < 0.01
+    assert found["accuracy"] > 0.8
 
 
 def test_filters(consult_index):

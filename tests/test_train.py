@@ -67,10 +67,13 @@ def tiny(tmp_path_factory, rqe_queries):
     train.write_text("\n".join(_query_lines(rqe_queries[:32])) + "\n", encoding="utf-8")
     held_out = root / "held_out.jsonl"
     held_out.write_text("\n".join(_query_lines(rqe_queries[32:52])) + "\n", encoding="utf-8")
+    validation = root / "validation.jsonl"
+    validation.write_text("\n".join(_query_lines(rqe_queries[52:82])) + "\n", encoding="utf-8")
     out = root / "model"
     done = subprocess.run(
         [sys.executable, "-m", "simqa", "tune", str(train), "--out", str(out),
-         "--batch-size", "8", "--max-length", "32", "--seed", "1"],
+         "--batch-size", "8", "--max-length", "32", "--seed", "1",
+         "--calibrate-on", str(validation)],
         capture_output=True, text=True, timeout=900, env={**os.environ},
     )
     assert done.returncode == 0, done.stderr
@@ -83,13 +86,17 @@ def test_tuned_model_is_recorded_and_round_trips_through_build_and_query(tiny, t
     assert record["seed"] == 1 and record["pairs"] == 32 and record["steps"] == 4
     assert record["files"] == {str(tiny["train"]): sha256_file(tiny["train"])}
     assert record["with_negative"] == 32  # RQE's "false" pairs are the hard negatives
+    # the threshold calibrated on the validation pairs is the tuned model's default
+    assert 0.0 < record["min_score"] < 1.0 and record["calibration"]["accuracy"] > 0.5
 
     index = simqa.build(RECORDS, tmp_path / "idx", model=str(tiny["out"]))
     assert index.info()["model"] == str(tiny["out"].resolve())
-    hits = index.search("my knee aches when I go jogging", k=2)
+    assert index.info()["min_score"] == record["min_score"]
+    hits = index.search("my knee aches when I go jogging", k=2, min_score=-1)
     assert hits[0].id == "knee"
     reopened = simqa.open_index(tmp_path / "idx")
-    assert [h.id for h in reopened.search("a cough that will not go away", k=1)] == ["cough"]
+    found = reopened.search("a cough that will not go away", k=1, min_score=-1)
+    assert [h.id for h in found] == ["cough"]
 
     # the weights moved: the tuned model embeds differently from the base model
     from simqa.embed import load_encoder

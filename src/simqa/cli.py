@@ -39,7 +39,11 @@ EncoderOpt = Annotated[
     ),
 ]
 MinScoreOpt = Annotated[
-    float | None, typer.Option(help="Leave out hits below this cosine similarity.")
+    float | None,
+    typer.Option(
+        help="Leave out hits below this cosine similarity (default: the index's calibrated "
+        "threshold, see simqa info; -1 keeps every hit)."
+    ),
 ]
 
 
@@ -90,6 +94,13 @@ def build(
     encoder: Annotated[
         str, typer.Option(help="auto (int8 onnx where the model allows it), onnx or torch.")
     ] = DEFAULT_ENCODER,
+    min_score: Annotated[
+        str,
+        typer.Option(
+            help="Default threshold under which queries answer that nothing similar is known: "
+            "auto (calibrated for the model, if known), none, or a cosine."
+        ),
+    ] = "auto",
 ) -> None:
     """Ingest consultations, embed their questions and write the index atomically."""
     from simqa.index import build as build_index
@@ -110,6 +121,8 @@ def build(
             strict=strict,
             report=report,
             progress=not quiet,
+            encoder=encoder,
+            min_score=_threshold(min_score),
         )
     finally:
         for problem in report.problems:
@@ -122,6 +135,15 @@ def build(
         f"{info['size_bytes'] / 1e6:.1f} MB, built in {time.perf_counter() - started:.1f}s",
         err=True,
     )
+
+
+def _threshold(value: str) -> float | str | None:
+    if value in ("auto", "none"):
+        return None if value == "none" else value
+    try:
+        return float(value)
+    except ValueError:
+        raise typer.BadParameter("auto, none or a number", param_hint="--min-score") from None
 
 
 @app.command()
@@ -152,7 +174,7 @@ def query(
     idx = Index.open(index, backend=encoder)
     filters = {"department": department, "source": source, "min_score": min_score}
     if file is None:
-        _echo(render(idx.search(text, k, **filters), format, min_score=min_score))
+        _echo(render(idx.search(text, k, **filters), format, min_score=idx.min_score(min_score)))
         return
     lines = _read_lines(file)
     for start in range(0, len(lines), 256):
@@ -209,7 +231,7 @@ def similar(
         hits = idx.similar_to(records[0], k, **filters)
     else:
         hits = idx.similar(record_id, k, **filters)
-    _echo(render(hits, format, min_score=min_score))
+    _echo(render(hits, format, min_score=idx.min_score(min_score)))
 
 
 @app.command()
@@ -230,6 +252,28 @@ def info(
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
         _echo(f"{key.replace('_', ' ') + ':':<16} {value}")
+
+
+@app.command()
+def calibrate(
+    pairs: Annotated[Path, typer.Argument(help="Labelled validation pairs (never an eval set).")],
+    model: Annotated[
+        str | None, typer.Option(help="Embedding model (default all-MiniLM-L6-v2).")
+    ] = None,
+    check: Annotated[
+        list[Path] | None, typer.Option(help="Also report the threshold's accuracy on these pairs.")
+    ] = None,
+) -> None:
+    """Measure the min-score threshold on labelled pairs; prints JSON (use it with build)."""
+    from simqa.threshold import accuracy_at
+    from simqa.threshold import calibrate as calibrate_pairs
+
+    result = calibrate_pairs(pairs, model)
+    result["transfer_accuracy"] = {
+        str(other): round(accuracy_at(other, result["min_score"], model), 4)
+        for other in check or []
+    }
+    _echo(json.dumps(result, indent=2))
 
 
 app.command("eval")(eval_command)

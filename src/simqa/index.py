@@ -95,7 +95,8 @@ class Filters(TypedDict, total=False):
 
     department: str | None
     source: str | None
-    #: hits scoring below it are dropped; none left means nothing similar is known
+    #: hits scoring below it are dropped (None: the index's calibrated ``min_score``;
+    #: ``threshold.KEEP_ALL`` keeps every hit); none left means nothing similar is known
     min_score: float | None
 
 
@@ -268,6 +269,7 @@ class Index:
         Filters are applied after the vector search; the candidate list grows until k
         hits pass or the whole index has been seen, so a filter never hides a match.
         """
+        min_score = self.min_score(min_score)
         allowed = self.store.vids_where(department, source) if department or source else None
         total = len(self.vectors)
         results: list[list[Hit]] = []
@@ -286,6 +288,10 @@ class Index:
                 want = min(total, want * 4)
             results.append(hits)
         return results
+
+    def min_score(self, given: float | None = None) -> float | None:
+        """The threshold a search applies: ``given``, else the one the index was built with."""
+        return self.manifest.min_score if given is None else given
 
     def _hits(self, scores, ids, k, allowed, exclude_hashes, min_score) -> list[Hit]:
         keep = [(float(s), int(i)) for s, i in zip(scores, ids, strict=True) if i >= 0]
@@ -333,6 +339,7 @@ class Index:
             "index_params": {k: v for k, v in m.vector_index.items() if k not in ("kind", "dim")},
             "index_reason": m.index_reason,
             "recall": m.recall,
+            "min_score": m.min_score,
             "size_bytes": size,
             "created": m.created,
             "updated": m.updated,
@@ -416,8 +423,12 @@ def build(
     progress: bool = False,
     batch_size: int = 64,
     encoder: str = DEFAULT_ENCODER,
+    min_score: float | str | None = "auto",
 ) -> Index:
     """Build (or with ``append=True`` extend) an index from records and/or source files.
+
+    ``min_score`` is recorded as the index's default threshold: ``"auto"`` takes the one
+    calibrated for the model (see ``simqa.threshold``), None records none.
 
     ``memory`` is a budget in bytes for the vector index; with ``index_type`` unset
     the index type is chosen from the corpus size and that budget. Re-ingesting an id
@@ -426,6 +437,8 @@ def build(
     """
     if not 0 < recall <= 1:
         raise SimqaError(f"--recall must be in (0, 1], got {recall}")
+    if isinstance(min_score, str) and min_score != "auto":
+        raise SimqaError(f'min_score must be a number, None or "auto", got {min_score!r}')
     root = locate(index)
     previous: Index | None = None
     if append:
@@ -494,6 +507,7 @@ def build(
             embed_fields=fields,
             encoder=encoder.backend,
             index_reason=reason,
+            min_score=_min_score(min_score, encoder.name, previous),
             recall=recall_info,
             created=previous.manifest.created if previous else now,
             updated=now,
@@ -509,6 +523,16 @@ def build(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Index.open(root, verify=False)
+
+
+def _min_score(given: float | str | None, model: str, previous: Index | None) -> float | None:
+    if given != "auto":
+        return None if given is None else float(given)
+    if previous is not None:
+        return previous.manifest.min_score
+    from simqa.threshold import default_min_score
+
+    return default_min_score(model)
 
 
 def _version() -> str:

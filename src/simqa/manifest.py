@@ -30,6 +30,8 @@ class Manifest:
     encoder: str = "torch"
     metric: str = "inner_product"
     index_reason: str = ""
+    #: hits scoring below it are left out by default ("nothing similar is known")
+    min_score: float | None = None
     recall: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     updated: str = ""

@@ -46,7 +46,7 @@ def byline(record: Consultation) -> str:
 
 
 def nothing_found(min_score: float | None) -> str:
-    if min_score is None:
+    if min_score is None or min_score <= -1:
         return "Nothing similar was found."
     return f"Nothing similar was found (no consultation scored {min_score:.2f} or more)."
 

@@ -292,15 +292,17 @@ def mine_negatives(
     pairs: Sequence[TrainPair],
     model: str | None = None,
     *,
+    pool: Sequence[str] = (),
     window: tuple[int, int] = (1, 20),
     margin: float = 0.05,
     seed: int = 0,
     log: Log | None = None,
 ) -> list[str | None]:
-    """For each pair, another pair's positive that ``model`` ranks near the anchor (within
-    ``window`` of its ranking) yet at least ``margin`` below the pair's own positive; None
-    where there is none. The margin and skipping rank 0 keep away from unlabelled
-    paraphrases, which would be false negatives."""
+    """For each pair, another pair's positive (or a ``pool`` text) that ``model`` ranks near
+    the anchor (within ``window`` of its ranking) yet at least ``margin`` below the pair's
+    own positive; None where there is none. The margin and skipping rank 0 keep away from
+    unlabelled paraphrases, which would be false negatives. A ``pool`` of the questions an
+    index will be searched over teaches the model the near misses it will meet there."""
     import numpy as np
 
     from simqa.embed import load_encoder
@@ -308,7 +310,7 @@ def mine_negatives(
     say = log or (lambda _m: None)
     started = time.perf_counter()
     encoder = load_encoder(model)
-    corpus = list(dict.fromkeys(p.positive for p in pairs))
+    corpus = list(dict.fromkeys([*(p.positive for p in pairs), *pool]))
     anchors = list(dict.fromkeys(p.anchor for p in pairs))
     at = {text: i for i, text in enumerate(corpus)}
     own: dict[str, set[int]] = {}
@@ -338,6 +340,19 @@ def mine_negatives(
     return out
 
 
+def index_questions(index: str | Path) -> list[str]:
+    """Every distinct question an index embeds (its records' embedding texts)."""
+    from simqa.index import open_index
+
+    opened = open_index(index, verify=False)
+    try:
+        fields = opened.manifest.embed_fields
+        texts = (normalise(r.embedding_text(fields)) for r in opened.records())
+        return list(dict.fromkeys(t for t in texts if t))
+    finally:
+        opened.close()
+
+
 def _seed_everything(seed: int) -> None:
     import numpy as np
     import torch
@@ -360,13 +375,18 @@ def tune(
     warmup_ratio: float = 0.1,
     max_pairs: int | None = None,
     mine: bool = False,
+    negatives_from: str | Path | None = None,
     seed: int = 0,
     save_pairs: str | Path | None = None,
+    calibrate_on: str | Path | None = None,
     log: Log | None = None,
 ) -> dict[str, Any]:
     """Fine-tune ``model`` (default all-MiniLM-L6-v2) on the sources; save it to ``out``.
 
-    ``mine`` gives pairs without a labelled negative one mined with the base model.
+    ``mine`` gives pairs without a labelled negative one mined with the base model;
+    ``negatives_from`` (an index) adds its questions to what is mined from, and implies it.
+    ``calibrate_on`` (labelled validation pairs) records the new model's min-score
+    threshold, which indexes built with it then use by default.
 
     Returns the training record also written to ``out/simqa_training.json``: base model,
     seed, settings, files with sha256, pair counts, steps, final loss and wall seconds.
@@ -379,6 +399,12 @@ def tune(
     out = Path(out).expanduser()
     if out.exists() and any(out.iterdir()) and not (out / TRAINING_RECORD).exists():
         raise SimqaError(f"{out} exists and is not a model made by simqa tune; choose another")
+    if calibrate_on is not None:
+        from simqa.evaluate.run import same_file
+
+        for item in evaluating:
+            if same_file(calibrate_on, item):
+                raise SimqaError(f"refusing to calibrate on {calibrate_on}: it is evaluated")
     pairs, files, counts = collect(sources, evaluating, log)
     rng = random.Random(seed)
     rng.shuffle(pairs)
@@ -388,8 +414,9 @@ def tune(
         pairs = pairs[:max_pairs]
     started = time.perf_counter()
     _seed_everything(seed)
-    if mine:
-        mined = mine_negatives(pairs, model=model, seed=seed, log=say)
+    if mine or negatives_from is not None:
+        pool = index_questions(negatives_from) if negatives_from is not None else []
+        mined = mine_negatives(pairs, model=model, pool=pool, seed=seed, log=say)
         pairs = [TrainPair(p.anchor, p.positive, p.negative or m)
                  for p, m in zip(pairs, mined, strict=True)]
     if save_pairs is not None:
@@ -416,7 +443,8 @@ def tune(
         "max_seq_length": max_seq_length,
         "learning_rate": learning_rate,
         "warmup_ratio": warmup_ratio,
-        "mined": mine,
+        "mined": mine or negatives_from is not None,
+        "negatives_from": str(negatives_from) if negatives_from is not None else None,
         "pairs": len(pairs),
         "with_negative": sum(p.negative is not None for p in pairs),
         "pairs_per_file": counts,
@@ -425,6 +453,14 @@ def tune(
         "final_loss": loss_value,
         "seconds": seconds,
     }
+    if calibrate_on is not None:
+        from simqa.threshold import calibrate
+
+        calibrated = calibrate(calibrate_on, str(out))
+        record["min_score"] = calibrated["min_score"]
+        record["calibration"] = {k: calibrated[k] for k in ("pairs", "sha256", "accuracy")}
+        say(f"min-score {calibrated['min_score']} (accuracy {calibrated['accuracy']} "
+            f"on {calibrate_on})")
     record = _write_record(out, record)
     say(f"trained {steps} steps on {len(pairs):,} pairs in {seconds:.0f}s; saved to {out}")
     return record
@@ -581,9 +617,17 @@ def tune_command(
         typer.Option(help="Mine a hard negative per pair with the base model "
                      "(default: on for --reranker, off otherwise)."),
     ] = None,
+    negatives_from: Annotated[
+        str | None,
+        typer.Option(help="Also mine hard negatives among this index's questions (implies mine)."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling, shuffling and training.")] = 0,
     save_pairs: Annotated[
         Path | None, typer.Option(help="Also write the training pairs as anchor/positive JSONL.")
+    ] = None,
+    calibrate_on: Annotated[
+        Path | None,
+        typer.Option(help="Validation pairs to calibrate the model's default --min-score on."),
     ] = None,
 ) -> None:
     """Fine-tune the embedding model (or train a reranker) on labelled pairs, on the CPU."""
@@ -604,5 +648,6 @@ def tune_command(
             **common,
         )
     else:
-        record = tune(sources, out, max_seq_length=max_length or 128, mine=bool(mine), **common)
+        record = tune(sources, out, max_seq_length=max_length or 128, mine=bool(mine),
+                      negatives_from=negatives_from, calibrate_on=calibrate_on, **common)
     typer.echo(json.dumps(record, indent=2))

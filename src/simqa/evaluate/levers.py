@@ -9,14 +9,11 @@
 - ``hybrid-score:bm25=W[,base=SPEC,depth=100]``: score fusion, the dense cosine plus W times
   the BM25 score divided by the query's best BM25 score, over both methods' top ``depth``.
 
-``calibrate_min_score`` picks the score under which the engine says nothing similar is known.
-Run it as ``python -m simqa.evaluate calibrate PAIRS [--model M]``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +21,6 @@ from typing import Any
 import numpy as np
 
 from simqa.errors import SimqaError
-from simqa.evaluate import metrics
 from simqa.evaluate.methods import (
     Method,
     MethodContext,
@@ -224,86 +220,3 @@ def _hybrid_score(spec: str, context: MethodContext, params: dict[str, str]) -> 
 register_method("rerank", _rerank)
 register_method("truncate", _truncate)
 register_method("hybrid-score", _hybrid_score)
-
-
-# --- the "nothing similar is known" threshold ---------------------------------------------
-
-
-def calibrate_min_score(
-    pairs_path: str | Path, model: str | None = None, precision: float = 0.9
-) -> dict[str, Any]:
-    """Cosine thresholds from labelled pairs (a validation set, never an evaluated one).
-
-    ``accuracy_threshold`` classifies the pairs best; ``precision_threshold`` is the lowest
-    cosine at which at least ``precision`` of the pairs scoring above it are labelled
-    similar (None if no threshold reaches it).
-    """
-    from simqa.evaluate.embedcache import EmbeddingCache
-    from simqa.evaluate.pairs import read_pairs
-
-    pairset = read_pairs(pairs_path)
-    kept = [p for p in pairset.pairs if p.left != p.right]
-    labels = np.asarray([p.label for p in kept], dtype=bool)
-    if labels.all() or not labels.any():
-        raise SimqaError(f"{pairs_path}: calibrating needs both similar and different pairs")
-    cache = EmbeddingCache()
-    left = cache.encode(model, [p.left for p in kept])
-    right = cache.encode(model, [p.right for p in kept])
-    scores = np.einsum("ij,ij->i", left, right).astype(np.float64)
-    threshold, accuracy = metrics.tune_threshold(scores, labels)
-    order = np.argsort(-scores, kind="stable")
-    hits = np.cumsum(labels[order])
-    shown = np.arange(1, len(order) + 1)
-    reach = np.flatnonzero(hits / shown >= precision)
-    # the largest prefix (lowest threshold) that still keeps the precision
-    at = int(reach[-1]) if reach.size else -1
-    return {
-        "pairs": str(pairs_path),
-        "sha256": pairset.checksum,
-        "model": cache.model_name(model),
-        "n_pairs": len(kept),
-        "similar": int(labels.sum()),
-        "accuracy_threshold": round(threshold, 4),
-        "accuracy": round(accuracy, 4),
-        "precision": precision,
-        "precision_threshold": round(float(scores[order][at]), 4) if at >= 0 else None,
-        "recall_at_precision": round(float(hits[at] / labels.sum()), 4) if at >= 0 else None,
-    }
-
-
-def score_pairs_at(pairs_path: str | Path, threshold: float, model: str | None = None) -> float:
-    """Accuracy of ``cosine >= threshold`` on another labelled file (how a threshold transfers)."""
-    from simqa.evaluate.embedcache import EmbeddingCache
-    from simqa.evaluate.pairs import read_pairs
-
-    kept = [p for p in read_pairs(pairs_path).pairs if p.left != p.right]
-    cache = EmbeddingCache()
-    scores = np.einsum("ij,ij->i", cache.encode(model, [p.left for p in kept]),
-                       cache.encode(model, [p.right for p in kept]))
-    return metrics.accuracy(scores, np.asarray([p.label for p in kept]), threshold)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``calibrate PAIRS [--model M] [--precision P] [--check OTHER_PAIRS]`` prints JSON."""
-    import argparse
-    import json
-
-    parser = argparse.ArgumentParser(prog="python -m simqa.evaluate")
-    sub = parser.add_subparsers(dest="command", required=True)
-    cal = sub.add_parser("calibrate", help="the min-score threshold from validation pairs")
-    cal.add_argument("pairs")
-    cal.add_argument("--model")
-    cal.add_argument("--precision", type=float, default=0.9)
-    cal.add_argument("--check", action="append", default=[],
-                     help="also report the accuracy threshold's accuracy on these pairs")
-    args = parser.parse_args(argv)
-    try:
-        result = calibrate_min_score(args.pairs, args.model, args.precision)
-        result["transfer_accuracy"] = {
-            other: round(score_pairs_at(other, result["accuracy_threshold"], args.model), 4)
-            for other in args.check
-        }
-    except SimqaError as exc:
-        print(f"simqa: error: {exc}", file=sys.stderr)
-        raise SystemExit(1) from None
-    print(json.dumps(result, indent=2))
