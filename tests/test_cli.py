@@ -13,6 +13,7 @@ import pytest
 
 import simqa
 from simqa import Consultation
+from simqa.threshold import CALIBRATED
 
 from .conftest import SEED
 
@@ -42,6 +43,8 @@ RECORDS = [
         department="Neurology",
     ),
 ]
+
+MODEL = "all-MiniLM-L6-v2"
 
 
 def run(
@@ -91,17 +94,22 @@ def test_build_query_similar_info(tmp_path):
     assert lines[0] == "Similar Q&A" and len(lines) == 9
     assert "Dr. Cy Park reply Neurology" in lines or "Dr. Ding Xianwei reply Neurosurgery" in lines
 
-    js = run("similar", "sleep", "--index", "mine", "-k", "3", "--format", "json", home=tmp_path)
-    hits = json.loads(js.stdout)
+    args = ("similar", "sleep", "--index", "mine", "-k", "3", "--format", "json")
+    hits = json.loads(run(*args, "--min-score", "-1", home=tmp_path).stdout)
     assert len(hits) == 3 and "sleep" not in [h["id"] for h in hits]
     assert hits[0]["id"] == "6d9dcf339530815c"  # the seed page is the closest to the sleep question
+    # by default the calibrated threshold leaves out the knee and cough consultations
+    default = json.loads(run(*args, home=tmp_path).stdout)
+    assert [h["id"] for h in default] == [h["id"] for h in hits if h["score"] >= CALIBRATED[MODEL]]
+    assert 1 <= len(default) < 3
 
     page = run("similar", "--page", str(SEED), "--index", "mine", "-k", "1", home=tmp_path)
     assert page.returncode == 0 and "Legs jerk as I fall asleep" in page.stdout
 
     info = run("info", "--index", "mine", "--json", home=tmp_path)
     details = json.loads(info.stdout)
-    assert details["records"] == 4 and details["model"] == "all-MiniLM-L6-v2"
+    assert details["records"] == 4 and details["model"] == MODEL
+    assert details["min_score"] == CALIBRATED[MODEL]
     assert details["dimension"] == 384 and details["index_type"] == "flat"
 
 

@@ -152,8 +152,9 @@ def test_calibrated_min_score_is_the_default(consult_index):
 def test_calibrate_reproduces_the_packaged_threshold():
     found = calibrate(RQE_VALIDATION)
     assert found["n_pairs"] == 302 and found["model"] == "all-MiniLM-L6-v2"
-    assert abs(found["min_score"] - CALIBRATED["all-MiniLM-L6-v2"]) < 0.01
-    assert found["accuracy"] > 0.8
+    assert abs(found["min_score"] - CALIBRATED["all-MiniLM-L6-v2"]) <= 0.01
+    assert found["keeps_similar"] >= 0.95 > found["keeps_different"]
+    assert found["accuracy"] > 0.75
 
 
 def test_filters(consult_index):
@@ -206,7 +207,6 @@ def test_append_adds_updates_and_does_not_reembed_unchanged(tmp_path):
     assert len(second) == 3 and len(second.vectors) == 3
     assert second.search("cough", k=1)[0].record.reply == "Try honey."
     assert second.search("tooth hurts with cold drinks", k=1)[0].id == "a"
-    assert second.search("knee hurts after jogging", k=3)[0].id != "a" or True
     ids_after, vecs_after = second.embeddings()
     b_before = vecs_before[list(ids_before).index(2)]
     b_after = np.array(vecs_after)[list(ids_after).index(2)]

@@ -223,7 +223,7 @@ def test_empty_text_pairs_are_skipped_and_counted():
     # the RQE training file has one pair with an empty <faq>
     train = read_pairs(RQE_DIR / "MEDIQA2019-Task2-RQE-TrainingSet-AMIA2016.xml")
     assert len(train.pairs) == 8587 and len(train.skipped) == 1
-    assert train.skipped[0].endswith(":46875")
+    assert train.skipped[0].endswith(", line 46875")
 
 
 # --- the protocol -----------------------------------------------------------------------------

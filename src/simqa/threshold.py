@@ -10,6 +10,7 @@ on labelled validation pairs.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,12 @@ import numpy as np
 
 from simqa.errors import SimqaError
 
-#: the best-accuracy cosine threshold of all-MiniLM-L6-v2 on the MEDIQA 2019 RQE
-#: validation pairs (302 pairs, accuracy 0.828); reproduce with ``simqa calibrate`` on
-#: mediqa2019/MEDIQA_Task2_RQE/MEDIQA2019-Task2-RQE-ValidationSet-AMIA2016.xml
-CALIBRATED = {"all-MiniLM-L6-v2": 0.43}
+#: the share of labelled similar pairs a calibrated threshold keeps
+KEEP_SIMILAR = 0.95
+
+#: ``calibrate`` of all-MiniLM-L6-v2 on the MEDIQA 2019 RQE validation pairs; reproduce with
+#: ``simqa calibrate`` on that file (MEDIQA2019-Task2-RQE-ValidationSet-AMIA2016.xml)
+CALIBRATED = {"all-MiniLM-L6-v2": 0.36}
 
 #: passing this (or anything lower) keeps every hit
 KEEP_ALL = -1.0
@@ -41,18 +44,21 @@ def default_min_score(model_name: str) -> float | None:
 
 
 def calibrate(
-    pairs_path: str | Path, model: str | None = None, precision: float = 0.9
+    pairs_path: str | Path, model: str | None = None, keep: float = KEEP_SIMILAR
 ) -> dict[str, Any]:
-    """Cosine thresholds from labelled pairs (a validation set, never an evaluated one).
+    """The min-score threshold from labelled pairs (a validation set, never an evaluated one).
 
-    ``min_score`` (the threshold that classifies the pairs best) is what an index uses;
-    ``precision_threshold`` is the lowest cosine at which at least ``precision`` of the
-    pairs scoring above it are labelled similar (None if no threshold reaches it).
+    ``min_score`` is the highest cosine (to 0.01, rounded down) that still keeps ``keep`` of
+    the similar pairs: saying "nothing similar" should almost never hide a real match, so
+    the threshold is set by the similar pairs, not by the best accuracy, which is reported
+    beside it (``accuracy_threshold``) with the accuracy at each.
     """
     from simqa.evaluate import metrics
     from simqa.evaluate.embedcache import EmbeddingCache
     from simqa.evaluate.pairs import read_pairs
 
+    if not 0 < keep < 1:
+        raise SimqaError(f"keep must be between 0 and 1, got {keep}")
     pairset = read_pairs(pairs_path)
     kept = [p for p in pairset.pairs if p.left != p.right]
     labels = np.asarray([p.label for p in kept], dtype=bool)
@@ -62,24 +68,22 @@ def calibrate(
     left = cache.encode(model, [p.left for p in kept])
     right = cache.encode(model, [p.right for p in kept])
     scores = np.einsum("ij,ij->i", left, right).astype(np.float64)
-    threshold, accuracy = metrics.tune_threshold(scores, labels)
-    order = np.argsort(-scores, kind="stable")
-    hits = np.cumsum(labels[order])
-    shown = np.arange(1, len(order) + 1)
-    reach = np.flatnonzero(hits / shown >= precision)
-    # the largest prefix (lowest threshold) that still keeps the precision
-    at = int(reach[-1]) if reach.size else -1
+    similar = np.sort(scores[labels])
+    # the share of similar pairs at or above the threshold is at least ``keep``
+    threshold = math.floor(similar[math.floor((1 - keep) * len(similar))] * 100) / 100
+    best, best_accuracy = metrics.tune_threshold(scores, labels)
     return {
         "pairs": str(pairs_path),
         "sha256": pairset.checksum,
         "model": cache.model_name(model),
         "n_pairs": len(kept),
         "similar": int(labels.sum()),
-        "min_score": round(threshold, 4),
-        "accuracy": round(accuracy, 4),
-        "precision": precision,
-        "precision_threshold": round(float(scores[order][at]), 4) if at >= 0 else None,
-        "recall_at_precision": round(float(hits[at] / labels.sum()), 4) if at >= 0 else None,
+        "min_score": threshold,
+        "keeps_similar": round(float((similar >= threshold).mean()), 4),
+        "keeps_different": round(float((scores[~labels] >= threshold).mean()), 4),
+        "accuracy": round(metrics.accuracy(scores, labels, threshold), 4),
+        "accuracy_threshold": round(best, 4),
+        "best_accuracy": round(best_accuracy, 4),
     }
 
 
