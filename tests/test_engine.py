@@ -36,7 +36,7 @@ def test_seed_question_finds_leg_and_sleep_consultations(consult_index):
     about = [h for h in hits if LEG_OR_SLEEP.search(h.record.title + " " + h.record.question)]
     assert len(about) >= 3, [h.record.title for h in hits]
     assert seed.id not in {h.id for h in hits}  # the page itself is indexed but left out
-    assert all(a.score >= b.score for a, b in itertools.pairwise(hits))
+    assert all(a.rank_score >= b.rank_score for a, b in itertools.pairwise(hits))
 
 
 def test_similar_by_id_excludes_itself_and_exact_duplicates(consult_index):
@@ -106,6 +106,7 @@ def test_other_formats(consult_index, fmt):
         assert set(data[0]) == {
             "id",
             "score",
+            "rank_score",
             "title",
             "question",
             "reply",

@@ -101,6 +101,13 @@ def build(
             "auto (calibrated for the model, if known), none, or a cosine."
         ),
     ] = "auto",
+    hub_penalty: Annotated[
+        float | None,
+        typer.Option(
+            help="Rank down questions in crowded parts of the index: order by cosine minus "
+            "this times their mean cosine to their 10 nearest neighbours (default 0.5; 0: off)."
+        ),
+    ] = None,
 ) -> None:
     """Ingest consultations, embed their questions and write the index atomically."""
     from simqa.index import build as build_index
@@ -123,6 +130,7 @@ def build(
             progress=not quiet,
             encoder=encoder,
             min_score=_threshold(min_score),
+            hub_penalty=hub_penalty,
         )
     finally:
         for problem in report.problems:

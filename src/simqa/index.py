@@ -25,6 +25,7 @@ from typing import Any, TypedDict, Unpack
 
 import numpy as np
 
+from simqa import density as hubs
 from simqa import vectors as vector_backends
 from simqa.embed import load_encoder, resolve_model
 from simqa.errors import BadQuery, IndexCorrupt, IndexMissing, ModelMismatch, SimqaError
@@ -38,6 +39,7 @@ MAX_QUERY_CHARS = 20_000
 MAX_K = 1_000
 CURRENT = "CURRENT"
 RECORDS = "records.sqlite"
+DENSITY = "density.npy"
 EMBEDDINGS = "embeddings.npy"
 EMBEDDING_IDS = "embedding_ids.npy"
 
@@ -102,11 +104,19 @@ class Filters(TypedDict, total=False):
 
 @dataclass
 class Hit:
-    """One similar consultation and how close its question is to the query (cosine)."""
+    """One similar consultation and how close its question is to the query (cosine).
+
+    ``rank_score`` is what hits are ordered by: the cosine less the index's hub penalty.
+    """
 
     id: str
     score: float
     record: Consultation
+    rank_score: float = float("nan")
+
+    def __post_init__(self) -> None:
+        if self.rank_score != self.rank_score:  # not given: the cosine itself
+            self.rank_score = self.score
 
     def to_json(self) -> dict[str, Any]:
         """The documented, stable JSON shape of a hit."""
@@ -114,6 +124,7 @@ class Hit:
         return {
             "id": r.id,
             "score": round(float(self.score), 4),
+            "rank_score": round(float(self.rank_score), 4),
             "title": r.title,
             "question": r.question,
             "reply": r.reply,
@@ -164,6 +175,10 @@ class Index:
             self.vectors = vector_backends.load(version_dir, manifest.vector_index)
             self._emb_ids = np.load(version_dir / EMBEDDING_IDS, mmap_mode="r")
             self._emb = np.load(version_dir / EMBEDDINGS, mmap_mode="r")
+            self._hub_weight = float(manifest.hub_penalty.get("weight", 0.0))
+            self._density = (
+                np.load(version_dir / DENSITY, mmap_mode="r") if self._hub_weight else None
+            )
         except SimqaError:
             raise
         except Exception as exc:  # faiss, sqlite and numpy each raise their own kinds
@@ -276,6 +291,8 @@ class Index:
         for query in vectors:
             hits: list[Hit] = []
             want = min(total, k + 8 if allowed is None else k * 4 + 8)
+            if self._hub_weight:
+                want = min(total, max(want, hubs.RERANK_DEPTH))
             while want > 0:
                 scores, ids = self.vectors.search(query[None, :], want)
                 hits = self._hits(scores[0], ids[0], k, allowed, exclude_hashes, min_score)
@@ -299,17 +316,30 @@ class Index:
             keep = [(s, i) for s, i in keep if i in allowed]
         if min_score is not None:
             keep = [(s, i) for s, i in keep if s >= min_score]
-        records = self.store.fetch(i for _, i in keep)
-        hits = []
-        for score, vid in keep:
-            if vid not in records:
-                continue
-            record, text_hash = records[vid]
-            if exclude_hashes and text_hash in exclude_hashes:
-                continue
-            hits.append(Hit(record.id, score, record))
-            if len(hits) == k:
-                break
+        ranked = [(s, i, s) for s, i in keep]
+        if self._density is not None and keep:
+            rows = np.searchsorted(self._emb_ids, [i for _, i in keep])
+            adjusted = hubs.penalised(
+                np.array([s for s, _ in keep]), self._density[rows], self._hub_weight
+            )
+            ranked = sorted(
+                ((s, i, float(a)) for (s, i), a in zip(keep, adjusted, strict=True)),
+                key=lambda hit: -hit[2],
+            )
+        hits: list[Hit] = []
+        # fetch records best first, a few more than k at a time, until k hits pass
+        for start in range(0, len(ranked), k + 8):
+            chunk = ranked[start : start + k + 8]
+            records = self.store.fetch(vid for _, vid, _ in chunk)
+            for score, vid, rank_score in chunk:
+                if vid not in records:
+                    continue
+                record, text_hash = records[vid]
+                if exclude_hashes and text_hash in exclude_hashes:
+                    continue
+                hits.append(Hit(record.id, score, record, rank_score))
+                if len(hits) == k:
+                    return hits
         return hits
 
     # --- contents ------------------------------------------------------------------------
@@ -340,6 +370,7 @@ class Index:
             "index_reason": m.index_reason,
             "recall": m.recall,
             "min_score": m.min_score,
+            "hub_penalty": m.hub_penalty,
             "size_bytes": size,
             "created": m.created,
             "updated": m.updated,
@@ -424,19 +455,24 @@ def build(
     batch_size: int = 64,
     encoder: str = DEFAULT_ENCODER,
     min_score: float | str | None = "auto",
+    hub_penalty: float | None = None,
 ) -> Index:
     """Build (or with ``append=True`` extend) an index from records and/or source files.
-
-    ``min_score`` is recorded as the index's default threshold: ``"auto"`` takes the one
-    calibrated for the model (see ``simqa.threshold``), None records none.
 
     ``memory`` is a budget in bytes for the vector index; with ``index_type`` unset
     the index type is chosen from the corpus size and that budget. Re-ingesting an id
     updates that record; only new or changed question texts are
     embedded. Nothing becomes visible until the new version is complete.
+
+    ``min_score`` is recorded as the index's default threshold: ``"auto"`` takes the one
+    calibrated for the model (see ``simqa.threshold``), None records none.
+    ``hub_penalty`` is the weight of the density penalty (``simqa.density``; 0 turns it
+    off; None keeps an appended index's, or takes the default for a new one).
     """
     if not 0 < recall <= 1:
         raise SimqaError(f"--recall must be in (0, 1], got {recall}")
+    if hub_penalty is not None and not 0 <= hub_penalty <= 2:
+        raise SimqaError(f"hub penalty must be between 0 and 2, got {hub_penalty}")
     if isinstance(min_score, str) and min_score != "auto":
         raise SimqaError(f'min_score must be a number, None or "auto", got {min_score!r}')
     root = locate(index)
@@ -494,6 +530,12 @@ def build(
         order = np.argsort(all_ids, kind="stable")
         np.save(staging / EMBEDDING_IDS, all_ids[order])
         np.save(staging / EMBEDDINGS, np.ascontiguousarray(all_vecs[order], dtype=np.float32))
+        penalty = _hub_penalty(hub_penalty, previous)
+        if penalty:
+            density = hubs.neighbour_density(
+                vecs.search, all_vecs[order], all_ids[order], penalty["k"]
+            )
+            np.save(staging / DENSITY, density)
         vecs.save(staging)
         store.close()
 
@@ -508,6 +550,7 @@ def build(
             encoder=encoder.backend,
             index_reason=reason,
             min_score=_min_score(min_score, encoder.name, previous),
+            hub_penalty=penalty,
             recall=recall_info,
             created=previous.manifest.created if previous else now,
             updated=now,
@@ -523,6 +566,14 @@ def build(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Index.open(root, verify=False)
+
+
+def _hub_penalty(weight: float | None, previous: Index | None) -> dict[str, Any]:
+    if weight is None:
+        if previous is not None:
+            return dict(previous.manifest.hub_penalty)
+        weight = hubs.DEFAULT_WEIGHT
+    return {"weight": weight, "k": hubs.DEFAULT_K} if weight > 0 else {}
 
 
 def _min_score(given: float | str | None, model: str, previous: Index | None) -> float | None:

@@ -32,6 +32,8 @@ class Manifest:
     index_reason: str = ""
     #: hits scoring below it are left out by default ("nothing similar is known")
     min_score: float | None = None
+    #: ranking by cosine minus weight x neighbour density ({"weight", "k"}; empty: off)
+    hub_penalty: dict[str, Any] = field(default_factory=dict)
     recall: dict[str, Any] = field(default_factory=dict)
     created: str = ""
     updated: str = ""

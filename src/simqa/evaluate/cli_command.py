@@ -61,7 +61,9 @@ MethodOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--method",
-        help="Method, repeatable: bm25, dense-exact[:model=M], simqa, hybrid-rrf[:bm25=W,dense=W].",
+        help="Method, repeatable: bm25, dense-exact[:model=M], simqa[:hub=W] (the engine: "
+        "its index type and hub penalty), hybrid-rrf[:bm25=W,dense=W], hybrid-score:bm25=W, "
+        "truncate:words=N, rerank:model=DIR.",
     ),
 ]
 FormatOpt = Annotated[

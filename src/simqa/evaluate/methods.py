@@ -235,19 +235,26 @@ def _dense(spec: str, context: MethodContext, params: dict[str, str]) -> Method:
 
 
 class SimqaVectors(DenseExact):
-    """The engine's own path: the model's vectors in the backend simqa picks for the pool."""
+    """The engine's own path: the model's vectors in the backend simqa picks for the pool,
+    ordered with the hub penalty (``hub`` is its weight; 0 turns it off)."""
 
-    def __init__(self, name: str, model: str | None, cache: EmbeddingCache) -> None:
+    def __init__(
+        self, name: str, model: str | None, cache: EmbeddingCache, hub: float = 0.0
+    ) -> None:
         super().__init__(name, model, cache)
+        self.hub = hub
+        self.absolute_scores = not hub  # penalised scores are not cosines
         self._pool_key = ""
         self._index: Any = None
+        self._density = np.zeros(0, dtype=np.float32)
         self.kind = ""
 
-    def rank(self, queries: Sequence[str], pool: Pool, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    def _prepare(self, pool: Pool) -> Any:
         from simqa import vectors as backends
+        from simqa.density import neighbour_density
 
-        vectors = self.pool_vectors(pool)
         if self._pool_key != pool.key:
+            vectors = self.pool_vectors(pool)
             self.kind, params, _why = backends.choose(len(vectors), vectors.shape[1])
             index = backends.create(self.kind, vectors.shape[1], **params)
             ids = np.arange(len(vectors), dtype=np.int64)
@@ -256,16 +263,43 @@ class SimqaVectors(DenseExact):
                 from simqa.vectors.tuning import tune
 
                 tune(index, vectors, ids, target=0.95)
+            if self.hub:
+                self._density = neighbour_density(index.search, vectors, ids)
             self._index, self._pool_key = index, pool.key
+        return self._index
+
+    def rank(self, queries: Sequence[str], pool: Pool, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        from simqa.density import RERANK_DEPTH, penalised
+
+        index = self._prepare(pool)
         q = self.cache.encode(self.model, queries)
-        scores, ids = self._index.search(q, min(depth, len(vectors)))
-        return np.asarray(ids, dtype=np.int64), np.asarray(scores)
+        fetch = max(depth, RERANK_DEPTH) if self.hub else depth
+        scores, ids = index.search(q, min(fetch, len(pool)))
+        ids, scores = np.asarray(ids, dtype=np.int64), np.asarray(scores)
+        if self.hub:
+            scores = np.where(ids >= 0, penalised(scores, self._density[ids], self.hub), -np.inf)
+            order = np.argsort(-scores, axis=1, kind="stable")
+            ids = np.take_along_axis(ids, order, axis=1)
+            scores = np.take_along_axis(scores, order, axis=1)
+        return ids[:, :depth], scores[:, :depth]
+
+    def score(self, queries: Sequence[str], pool: Pool, columns: np.ndarray) -> np.ndarray:
+        from simqa.density import penalised
+
+        cosine = super().score(queries, pool, columns)
+        if not self.hub:
+            return cosine
+        self._prepare(pool)
+        return penalised(cosine, self._density[np.asarray(columns)], self.hub)
 
 
 def _simqa(spec: str, context: MethodContext, params: dict[str, str]) -> Method:
+    from simqa.density import DEFAULT_WEIGHT
+
     model = _model_param(params, context)
+    hub = _number(params, "hub", DEFAULT_WEIGHT, spec)
     _no_more(params, spec)
-    return SimqaVectors(spec, model, context.cache)
+    return SimqaVectors(spec, model, context.cache, hub)
 
 
 # --- fusion -------------------------------------------------------------------------------
