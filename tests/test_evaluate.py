@@ -300,10 +300,11 @@ def test_end_to_end_on_an_mqp_sample(mqp_validation):
     assert 0.6 < dense["accuracy"] <= 1.0 and 0.0 < dense["threshold"] < 1.0
     assert "accuracy" not in bm25  # BM25 scores have no pool-independent threshold
     # the engine's own index is exact at this size: without the hub penalty it agrees with
-    # plain numpy; with it, its scores are no longer cosines, so it gets no accuracy threshold
+    # plain numpy; with it, it ranks differently but still thresholds the same cosine
     for key in ("recall@1", "recall@10", "mrr", "pos_above_neg"):
         assert by["simqa:hub=0"][key] == pytest.approx(dense[key])
-    assert "accuracy" in by["simqa:hub=0"] and "accuracy" not in by["simqa"]
+    for key in ("accuracy", "threshold"):
+        assert by["simqa"][key] == by["simqa:hub=0"][key] == pytest.approx(dense[key])
     assert dense["files"] == {str(MQP): sha256_file(MQP), str(mqp_validation): sha256_file(
         mqp_validation)}
     assert dense["seed"] == 0 and dense["model"] == "all-MiniLM-L6-v2"

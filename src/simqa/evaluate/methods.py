@@ -45,7 +45,8 @@ class Method(Protocol):
     name: str
     #: embedding model name, or None for lexical methods
     model: str | None
-    #: True when scores mean the same in any pool (cosine), so a tuned threshold transfers
+    #: True when ``similarity`` scores mean the same in any pool (cosine), so a threshold
+    #: tuned on one set classifies another
     absolute_scores: bool
 
     def rank(self, queries: Sequence[str], pool: Pool, depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,6 +56,15 @@ class Method(Protocol):
     def score(self, queries: Sequence[str], pool: Pool, columns: np.ndarray) -> np.ndarray:
         """Score of ``queries[i]`` against ``pool.texts[columns[i]]``, for each i."""
         ...
+
+
+def similarity(
+    method: Method, queries: Sequence[str], pool: Pool, columns: np.ndarray
+) -> np.ndarray:
+    """What a threshold classifies pairs by: the method's ``similarity`` where it has one
+    (the engine ranks by a penalised score but thresholds the cosine), else its score."""
+    own = getattr(method, "similarity", None)
+    return own(queries, pool, columns) if own else method.score(queries, pool, columns)
 
 
 @dataclass
@@ -243,7 +253,6 @@ class SimqaVectors(DenseExact):
     ) -> None:
         super().__init__(name, model, cache)
         self.hub = hub
-        self.absolute_scores = not hub  # penalised scores are not cosines
         self._pool_key = ""
         self._index: Any = None
         self._density = np.zeros(0, dtype=np.float32)
@@ -283,10 +292,14 @@ class SimqaVectors(DenseExact):
             scores = np.take_along_axis(scores, order, axis=1)
         return ids[:, :depth], scores[:, :depth]
 
+    def similarity(self, queries: Sequence[str], pool: Pool, columns: np.ndarray) -> np.ndarray:
+        """The cosine, which the engine's min-score thresholds."""
+        return super().score(queries, pool, columns)
+
     def score(self, queries: Sequence[str], pool: Pool, columns: np.ndarray) -> np.ndarray:
         from simqa.density import penalised
 
-        cosine = super().score(queries, pool, columns)
+        cosine = self.similarity(queries, pool, columns)
         if not self.hub:
             return cosine
         self._prepare(pool)

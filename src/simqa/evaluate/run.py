@@ -21,7 +21,7 @@ import numpy as np
 from simqa.errors import SimqaError
 from simqa.evaluate import metrics
 from simqa.evaluate.embedcache import EmbeddingCache
-from simqa.evaluate.methods import DEFAULT_METHODS, Method, MethodContext, Pool
+from simqa.evaluate.methods import DEFAULT_METHODS, Method, MethodContext, Pool, similarity
 from simqa.evaluate.pairs import PairSet, read_pairs, sha256_file
 from simqa.train import refuse_trained_on
 
@@ -219,10 +219,10 @@ def _accuracy(
         validation, {t: i for i, t in enumerate(val_pool.texts)}
     )
     threshold, tuned = metrics.tune_threshold(
-        method.score(val_left, val_pool, val_cols), val_labels
+        similarity(method, val_left, val_pool, val_cols), val_labels
     )
     return {
-        "accuracy": metrics.accuracy(method.score(left, pool, cols), labels, threshold),
+        "accuracy": metrics.accuracy(similarity(method, left, pool, cols), labels, threshold),
         "threshold": round(threshold, 4),
         "tune_accuracy": tuned,
     }
