@@ -185,3 +185,33 @@ def test_reranker_learns_to_put_the_paraphrase_first(tmp_path, rqe_queries):
     # chance is 1 in 4 (6 of 24)
     print(f"reranker put the reformulation first for {first} of {len(held_out)}")
     assert first >= 18, first
+
+
+def test_negatives_mined_among_an_index_questions(tmp_path):
+    """With an index's questions in the pool, the templated near misses it holds become the
+    hard negatives: close to the anchor, yet clearly below its own positive."""
+    from simqa.embed import load_encoder
+    from simqa.train import index_questions, mine_negatives
+
+    templates = [
+        "What are the symptoms of {}?", "What is the outlook for {}?", "Is {} inherited?",
+        "What causes {}?", "How many people are affected by {}?", "How to diagnose {}?",
+    ]
+    family = [t.format(topic) for topic in ("Restless legs syndrome", "Psoriasis")
+              for t in templates]
+    simqa.build([Consultation(id=f"f{i}", question=q) for i, q in enumerate(family)],
+                tmp_path / "faq", encoder="torch").close()
+    assert index_questions(tmp_path / "faq") == family
+    pairs = [
+        TrainPair("My legs twitch and I cannot keep them still in bed, what treats this?",
+                  "What are the treatments for Restless legs syndrome?"),
+        TrainPair("Red scaly patches on my elbows keep coming back, how do I get rid of them?",
+                  "How to treat Psoriasis?"),
+    ]
+    mined = mine_negatives(pairs, pool=index_questions(tmp_path / "faq"), seed=0)
+    assert all(m in family for m in mined)
+    encoder = load_encoder(backend="torch")
+    for pair, negative in zip(pairs, mined, strict=True):
+        anchor, positive, hard = encoder.encode([pair.anchor, pair.positive, negative])
+        assert float(anchor @ hard) < float(anchor @ positive) - 0.05  # the margin holds
+    assert "Psoriasis" in mined[1] and "Restless" in mined[0]  # the anchor's own topic
