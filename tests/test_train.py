@@ -201,14 +201,18 @@ def test_negatives_mined_among_an_index_questions(tmp_path):
               for t in templates]
     simqa.build([Consultation(id=f"f{i}", question=q) for i, q in enumerate(family)],
                 tmp_path / "faq", encoder="torch").close()
-    assert index_questions(tmp_path / "faq") == family
+    texts, vectors = index_questions(tmp_path / "faq")
+    assert texts == family  # built with the mining model: its stored vectors are reused
+    assert np.allclose(vectors, load_encoder(backend="torch").encode(family), atol=1e-5)
+    assert index_questions(tmp_path / "faq", model="another/model")[1] is None
     pairs = [
         TrainPair("My legs twitch and I cannot keep them still in bed, what treats this?",
                   "What are the treatments for Restless legs syndrome?"),
         TrainPair("Red scaly patches on my elbows keep coming back, how do I get rid of them?",
                   "How to treat Psoriasis?"),
     ]
-    mined = mine_negatives(pairs, pool=index_questions(tmp_path / "faq"), seed=0)
+    mined = mine_negatives(pairs, pool=texts, pool_vectors=vectors, seed=0)
+    assert mine_negatives(pairs, pool=texts, seed=0) == mined  # same as embedding them anew
     assert all(m in family for m in mined)
     encoder = load_encoder(backend="torch")
     for pair, negative in zip(pairs, mined, strict=True):

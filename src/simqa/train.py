@@ -293,6 +293,7 @@ def mine_negatives(
     model: str | None = None,
     *,
     pool: Sequence[str] = (),
+    pool_vectors: Any = None,
     window: tuple[int, int] = (1, 20),
     margin: float = 0.05,
     seed: int = 0,
@@ -302,7 +303,8 @@ def mine_negatives(
     the anchor (within ``window`` of its ranking) yet at least ``margin`` below the pair's
     own positive; None where there is none. The margin and skipping rank 0 keep away from
     unlabelled paraphrases, which would be false negatives. A ``pool`` of the questions an
-    index will be searched over teaches the model the near misses it will meet there."""
+    index will be searched over teaches the model the near misses it will meet there;
+    ``pool_vectors`` (the index's own, from ``model``) saves embedding it again."""
     import numpy as np
 
     from simqa.embed import load_encoder
@@ -310,13 +312,20 @@ def mine_negatives(
     say = log or (lambda _m: None)
     started = time.perf_counter()
     encoder = load_encoder(model)
-    corpus = list(dict.fromkeys([*(p.positive for p in pairs), *pool]))
+    positives = list(dict.fromkeys(p.positive for p in pairs))
+    taken = set(positives)
+    extra = [i for i, text in enumerate(pool) if text not in taken]
+    corpus = positives + [pool[i] for i in extra]
     anchors = list(dict.fromkeys(p.anchor for p in pairs))
     at = {text: i for i, text in enumerate(corpus)}
     own: dict[str, set[int]] = {}
     for p in pairs:
         own.setdefault(p.anchor, set()).add(at[p.positive])
-    cvec = encoder.encode(corpus)
+    if pool_vectors is None:
+        cvec = encoder.encode(corpus)
+    else:
+        known = np.asarray(pool_vectors, dtype=np.float32)[extra]
+        cvec = np.concatenate([encoder.encode(positives), known.reshape(-1, encoder.dim)])
     avec = encoder.encode(anchors)
     row = {text: i for i, text in enumerate(anchors)}
     lo, hi = window
@@ -340,15 +349,28 @@ def mine_negatives(
     return out
 
 
-def index_questions(index: str | Path) -> list[str]:
-    """Every distinct question an index embeds (its records' embedding texts)."""
+def index_questions(index: str | Path, model: str | None = None) -> tuple[list[str], Any]:
+    """Every distinct question an index embeds (its records' embedding texts), with the
+    index's stored vectors for them when it was built with ``model`` (else None)."""
+    import numpy as np
+
+    from simqa.embed import resolve_model
     from simqa.index import open_index
 
     opened = open_index(index, verify=False)
     try:
         fields = opened.manifest.embed_fields
-        texts = (normalise(r.embedding_text(fields)) for r in opened.records())
-        return list(dict.fromkeys(t for t in texts if t))
+        rows: dict[str, int] = {}
+        for vid, record in opened.store.iter_records():
+            text = normalise(record.embedding_text(fields))
+            if text and text not in rows:
+                rows[text] = int(vid)
+        texts = list(rows)
+        if opened.manifest.model != resolve_model(model)[0]:
+            return texts, None
+        ids, matrix = opened.embeddings()
+        at = np.searchsorted(ids, np.fromiter(rows.values(), dtype=np.int64, count=len(rows)))
+        return texts, np.asarray(matrix[at], dtype=np.float32)
     finally:
         opened.close()
 
@@ -415,8 +437,10 @@ def tune(
     started = time.perf_counter()
     _seed_everything(seed)
     if mine or negatives_from is not None:
-        pool = index_questions(negatives_from) if negatives_from is not None else []
-        mined = mine_negatives(pairs, model=model, pool=pool, seed=seed, log=say)
+        pool, vectors = index_questions(negatives_from, model) if negatives_from else ([], None)
+        mined = mine_negatives(
+            pairs, model=model, pool=pool, pool_vectors=vectors, seed=seed, log=say
+        )
         pairs = [TrainPair(p.anchor, p.positive, p.negative or m)
                  for p, m in zip(pairs, mined, strict=True)]
     if save_pairs is not None:
