@@ -264,6 +264,11 @@ def test_questiondoctors_merges_replies_per_question() -> None:
     assert (hiv.doctor, [r.doctor for r in hiv.other_replies]) == (
         "Ayman Darrag", ["Ahmed Fawzy", "Honey"])
     assert hiv.source == "questiondoctors" and hiv.tags == ["hiv test"]
+    # 443 of the file's question texts start with a scraped "Question:" label; none is kept
+    raw = json.loads((LASSE / "questionDoctorQAs.json").read_text(encoding="utf-8"))
+    labelled = {r["url"] for r in raw if (r.get("question_text") or "").startswith("Question:")}
+    kept = [r for r in records if r.url in labelled]
+    assert kept and not any(r.question.lower().startswith("question:") for r in records)
 
 
 def test_lasseregin_directory() -> None:

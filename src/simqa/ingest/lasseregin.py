@@ -29,6 +29,8 @@ from simqa.records import Consultation, Reply
 EXTENSIONS = (".json",)
 SITES = ("icliniq", "questiondoctors", "ehealthforum")
 _LINK = re.compile(r"\s*(?:-->\s*)?<link>")
+#: the scraped "Question:" label that starts some QuestionDoctors question texts
+_LABEL = re.compile(r"^\s*question\s*:\s*", re.IGNORECASE)
 _DR = re.compile(r"^Dr\.?\s*", re.IGNORECASE)
 
 
@@ -79,7 +81,7 @@ def read(path: Path) -> Iterator[Consultation | Problem]:
         url = one_line(str(first.get("url") or ""))
         source = _source(url, path)
         title = _title(str(first["question"]))
-        question = tidy(str(first.get("question_text") or "")) or title
+        question = tidy(_LABEL.sub("", str(first.get("question_text") or ""))) or title
         replies = [Reply(text=tidy(_LINK.sub("", str(it.get("answer") or ""))),
                          doctor=_doctor(it.get("answer_author"))) for it in items]
         replies = [r for r in replies if r.text] or [Reply(text="")]
