@@ -352,6 +352,21 @@ class Index:
         """(vector ids, float32 matrix) of every stored vector, memory-mapped."""
         return self._emb_ids, self._emb
 
+    def questions(self) -> tuple[list[str], np.ndarray]:
+        """Every distinct text the index embedded (first record wins) and its stored vector,
+        for reusing the index as an evaluation pool or a source of training negatives."""
+        fields = self.manifest.embed_fields
+        first: dict[str, int] = {}
+        for vid, record in self.store.iter_records():
+            text = normalise(record.embedding_text(fields))
+            if text and text not in first:
+                first[text] = int(vid)
+        vids = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+        rows = np.minimum(np.searchsorted(self._emb_ids, vids), len(self._emb_ids) - 1)
+        if not np.array_equal(self._emb_ids[rows], vids):
+            raise IndexCorrupt(f"index at {self.dir}: a consultation has no stored vector")
+        return list(first), np.asarray(self._emb[rows], dtype=np.float32)
+
     def info(self) -> dict[str, Any]:
         """What ``simqa info`` shows."""
         m = self.manifest

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from simqa.embed import resolve_model
 from simqa.errors import SimqaError
 
 #: the share of labelled similar pairs a calibrated threshold keeps
@@ -54,20 +55,12 @@ def calibrate(
     beside it (``accuracy_threshold``) with the accuracy at each.
     """
     from simqa.evaluate import metrics
-    from simqa.evaluate.embedcache import EmbeddingCache
-    from simqa.evaluate.pairs import read_pairs
 
     if not 0 < keep < 1:
         raise SimqaError(f"keep must be between 0 and 1, got {keep}")
-    pairset = read_pairs(pairs_path)
-    kept = [p for p in pairset.pairs if p.left != p.right]
-    labels = np.asarray([p.label for p in kept], dtype=bool)
+    pairset, scores, labels = pair_cosines(pairs_path, model)
     if labels.all() or not labels.any():
         raise SimqaError(f"{pairs_path}: calibrating needs both similar and different pairs")
-    cache = EmbeddingCache()
-    left = cache.encode(model, [p.left for p in kept])
-    right = cache.encode(model, [p.right for p in kept])
-    scores = np.einsum("ij,ij->i", left, right).astype(np.float64)
     similar = np.sort(scores[labels])
     # the share of similar pairs at or above the threshold is at least ``keep``
     threshold = math.floor(similar[math.floor((1 - keep) * len(similar))] * 100) / 100
@@ -75,8 +68,8 @@ def calibrate(
     return {
         "pairs": str(pairs_path),
         "sha256": pairset.checksum,
-        "model": cache.model_name(model),
-        "n_pairs": len(kept),
+        "model": resolve_model(model)[0],
+        "n_pairs": len(labels),
         "similar": int(labels.sum()),
         "min_score": threshold,
         "keeps_similar": round(float((similar >= threshold).mean()), 4),
@@ -90,14 +83,20 @@ def calibrate(
 def accuracy_at(pairs_path: str | Path, threshold: float, model: str | None = None) -> float:
     """Accuracy of ``cosine >= threshold`` on other labelled pairs (how a threshold transfers)."""
     from simqa.evaluate import metrics
+
+    _pairset, scores, labels = pair_cosines(pairs_path, model)
+    return metrics.accuracy(scores, labels, threshold)
+
+
+def pair_cosines(pairs_path: str | Path, model: str | None) -> tuple[Any, np.ndarray, np.ndarray]:
+    """(pair set, cosine of each pair whose two texts differ, its label as bool)."""
     from simqa.evaluate.embedcache import EmbeddingCache
     from simqa.evaluate.pairs import read_pairs
 
-    kept = [p for p in read_pairs(pairs_path).pairs if p.left != p.right]
+    pairset = read_pairs(pairs_path)
+    kept = [p for p in pairset.pairs if p.left != p.right]
     cache = EmbeddingCache()
-    scores = np.einsum(
-        "ij,ij->i",
-        cache.encode(model, [p.left for p in kept]),
-        cache.encode(model, [p.right for p in kept]),
-    )
-    return metrics.accuracy(scores, np.asarray([p.label for p in kept]), threshold)
+    left = cache.encode(model, [p.left for p in kept])
+    right = cache.encode(model, [p.right for p in kept])
+    scores = np.einsum("ij,ij->i", left, right).astype(np.float64)
+    return pairset, scores, np.asarray([p.label for p in kept], dtype=bool)

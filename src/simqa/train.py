@@ -350,27 +350,15 @@ def mine_negatives(
 
 
 def index_questions(index: str | Path, model: str | None = None) -> tuple[list[str], Any]:
-    """Every distinct question an index embeds (its records' embedding texts), with the
-    index's stored vectors for them when it was built with ``model`` (else None)."""
-    import numpy as np
-
+    """Every distinct question an index embeds, with the index's stored vectors for them
+    when it was built with ``model`` (else None: they must be embedded again)."""
     from simqa.embed import resolve_model
     from simqa.index import open_index
 
     opened = open_index(index, verify=False)
     try:
-        fields = opened.manifest.embed_fields
-        rows: dict[str, int] = {}
-        for vid, record in opened.store.iter_records():
-            text = normalise(record.embedding_text(fields))
-            if text and text not in rows:
-                rows[text] = int(vid)
-        texts = list(rows)
-        if opened.manifest.model != resolve_model(model)[0]:
-            return texts, None
-        ids, matrix = opened.embeddings()
-        at = np.searchsorted(ids, np.fromiter(rows.values(), dtype=np.int64, count=len(rows)))
-        return texts, np.asarray(matrix[at], dtype=np.float32)
+        texts, vectors = opened.questions()
+        return texts, vectors if opened.manifest.model == resolve_model(model)[0] else None
     finally:
         opened.close()
 

@@ -10,11 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from simqa.errors import SimqaError
 from simqa.evaluate.embedcache import EmbeddingCache, texts_checksum
-from simqa.records import normalise
 
 
 @dataclass
@@ -37,25 +34,12 @@ def load_distractors(index: str | Path, cache: EmbeddingCache) -> Distractors:
     opened = open_index(index)
     try:
         manifest = opened.manifest
-        fields = getattr(manifest, "embed_fields", "title+question")
-        by_vid: dict[int, str] = {}
-        for vid, record in opened.store.iter_records():
-            text = normalise(record.embedding_text(fields))
-            if text:
-                by_vid[int(vid)] = text
-        if not by_vid:
+        texts, vectors = opened.questions()
+        if not texts:
             raise SimqaError(f"index {index} holds no questions to use as distractors")
-        ids, matrix = opened.embeddings()
-        ids = np.asarray(ids)
-        vids = np.fromiter(by_vid, dtype=np.int64, count=len(by_vid))
-        rows = np.searchsorted(ids, vids)
-        rows = np.minimum(rows, len(ids) - 1)
-        stored = ids[rows] == vids
-        texts = list(by_vid.values())
         # the evaluation's dense methods encode with torch: reuse only torch-made vectors
-        if stored.all() and matrix.shape[0] and manifest.encoder == "torch":
-            cache.preload(manifest.model, texts, np.asarray(matrix[rows], dtype=np.float32))
-        unique = list(dict.fromkeys(texts))
-        return Distractors(str(index), manifest.model, unique, texts_checksum(unique))
+        if manifest.encoder == "torch":
+            cache.preload(manifest.model, texts, vectors)
+        return Distractors(str(index), manifest.model, texts, texts_checksum(texts))
     finally:
         opened.close()
