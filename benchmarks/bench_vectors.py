@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from simqa.vectors import create
 from simqa.vectors.faissio import set_threads
-from simqa.vectors.tuning import exact_topk, recall_at_k, tune
+from simqa.vectors.tuning import exact_topk, recall_at_k, tune_search_params
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
@@ -435,7 +435,7 @@ def measure(system: System, x: np.ndarray, q: np.ndarray, kth: np.ndarray, quick
     shutil.rmtree(saved, ignore_errors=True)
     if isinstance(system, Simqa) and not system.exact:
         with threads(ALL_THREADS):
-            report = tune(system.index, x, ids, target=TARGET, k=K, sample=1000)
+            report = tune_search_params(system.index, x, ids, target=TARGET, k=K, sample=1000)
         found = system.search(q, K, 1)
         auto = {"params": report["params"], "tune_heldout_recall": report["heldout_recall"]}
         auto["recall"] = float(recall_at_k(q, found, kth, x, ids, K).mean())

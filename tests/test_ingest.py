@@ -14,8 +14,8 @@ from simqa.errors import BadRecord, SimqaError
 from simqa.ingest import IngestReport, parse_page, parse_similar_section, write_csv, write_jsonl
 from simqa.records import Consultation, Reply
 
-DATA = Path("/work/shared/data")
-SEED = Path("/work/shared/seeds/000_6d9dcf339530815c.txt")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "000_6d9dcf339530815c.txt"
 MEDQUAD = DATA / "medquad"
 LASSE = DATA / "lasseregin_medical_qa"
 COVID = DATA / "covid_dialogue_en" / "COVID-Dialogue-Dataset-English.txt"

@@ -20,10 +20,10 @@ from simqa.train import (
     TRAINING_RECORD,
     TrainPair,
     corpus_pairs,
+    fine_tune,
     read_pairs_jsonl,
     read_training,
     source_kind,
-    tune,
     write_pairs,
 )
 
@@ -117,13 +117,13 @@ def test_eval_refuses_a_model_trained_on_the_evaluated_file(tiny):
 
 def test_tune_refuses_evaluation_files(tmp_path):
     with pytest.raises(SimqaError, match="evaluation set"):
-        tune([MQP], tmp_path / "m")
+        fine_tune([MQP], tmp_path / "m")
     pairs = tmp_path / "pairs.jsonl"
     write_pairs([TrainPair("a b c", "d e f"), TrainPair("g h i", "j k l")], pairs)
     copy = tmp_path / "copy.jsonl"
     shutil.copy(pairs, copy)
     with pytest.raises(SimqaError, match="evaluation file"):
-        tune([pairs], tmp_path / "m", evaluating=[copy])
+        fine_tune([pairs], tmp_path / "m", evaluating=[copy])
     assert not (tmp_path / "m").exists()
 
     done = subprocess.run(

@@ -16,7 +16,7 @@ import pytest
 from simqa.errors import SimqaError
 from simqa.vectors import choose, create, load
 from simqa.vectors.faissio import set_threads
-from simqa.vectors.tuning import exact_topk, recall_at_k, tune
+from simqa.vectors.tuning import exact_topk, recall_at_k, tune_search_params
 
 N, DIM, K = 5000, 64, 10
 KINDS = ["flat", "hnsw", "hnsw_sq8", "ivf_pq"]
@@ -83,7 +83,7 @@ def max_params(index) -> dict:
 @pytest.mark.parametrize("kind", EXACT_CAPABLE)
 def test_tuning_to_one_and_max_params_return_exact_top_k(kind, data, built, tmp_path):
     index, _ = fresh_copy(built, kind, tmp_path)
-    report = tune(index, data["vectors"], data["ids"], target=1.0, k=K, sample=400)
+    report = tune_search_params(index, data["vectors"], data["ids"], target=1.0, k=K, sample=400)
     assert report["reached"], report
     assert report["heldout_recall"] >= 0.999
     # at its most accurate setting, on queries from outside the corpus, ids and order
@@ -106,7 +106,9 @@ def test_sq8_reaches_its_floor_at_max_params(data, built, tmp_path):
 @pytest.mark.parametrize("kind", KINDS)
 def test_tuning_reaches_target_on_held_aside_queries(kind, data, built, tmp_path):
     index, _ = fresh_copy(built, kind, tmp_path)
-    report = tune(index, data["vectors"], data["ids"], target=0.9, k=K, sample=600, seed=1)
+    report = tune_search_params(
+        index, data["vectors"], data["ids"], target=0.9, k=K, sample=600, seed=1
+    )
     assert report["reached"]
     assert report["recall"] >= 0.9
     assert report["heldout_recall"] >= 0.9

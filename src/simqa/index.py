@@ -33,7 +33,7 @@ from simqa.manifest import Manifest
 from simqa.records import Consultation, normalise
 from simqa.store import RecordStore
 from simqa.vectors.faissio import set_threads
-from simqa.vectors.tuning import tune
+from simqa.vectors.tuning import tune_search_params
 
 MAX_QUERY_CHARS = 20_000
 MAX_K = 1_000
@@ -541,7 +541,7 @@ def build(
             if kind == "flat":
                 recall_info = {"target": recall, "recall": 1.0, "exact": True}
             else:
-                recall_info = tune(vecs, all_vecs, all_ids, target=recall)
+                recall_info = tune_search_params(vecs, all_vecs, all_ids, target=recall)
         order = np.argsort(all_ids, kind="stable")
         np.save(staging / EMBEDDING_IDS, all_ids[order])
         np.save(staging / EMBEDDINGS, np.ascontiguousarray(all_vecs[order], dtype=np.float32))

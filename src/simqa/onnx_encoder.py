@@ -58,7 +58,7 @@ def cache_root() -> Path:
     return Path(base) / "simqa"
 
 
-def locate(model: str | None) -> tuple[str, Path]:
+def model_dir(model: str | None) -> tuple[str, Path]:
     """(name recorded in the manifest, model directory on disk) for a model name or path."""
     name, location = resolve_model(model)
     path = Path(location)
@@ -93,7 +93,7 @@ def model_key(path: Path) -> str:
 
 def default_dir(model: str | None) -> Path:
     """The cache folder that holds (or will hold) the export of ``model``."""
-    return cache_root() / "onnx" / model_key(locate(model)[1])
+    return cache_root() / "onnx" / model_key(model_dir(model)[1])
 
 
 def prune_cache(keep: Path) -> list[Path]:
@@ -255,7 +255,7 @@ def export(model: str | None, out_dir: Path, quantize: bool = True) -> Path:
     Needs torch and sentence-transformers; each file is written to a temporary name and moved
     into place, so a reader never sees half a model.
     """
-    name, path = locate(model)
+    name, path = model_dir(model)
     from sentence_transformers import SentenceTransformer
     from transformers.utils import logging as hf_logging
 
@@ -346,7 +346,7 @@ class OnnxEncoder:
     ) -> None:
         if precision not in PRECISIONS:
             raise SimqaError(f"unknown onnx precision {precision!r}; choose int8 or fp32")
-        self.name, path = locate(model)
+        self.name, path = model_dir(model)
         self.precision = precision
         self.dir = Path(cache_dir) if cache_dir else cache_root() / "onnx" / model_key(path)
         self.path = self.dir / PRECISIONS[precision]

@@ -372,7 +372,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def tune(
+def fine_tune(
     sources: Sequence[str | Path],
     out: str | Path,
     *,
@@ -660,6 +660,6 @@ def tune_command(
             **common,
         )
     else:
-        record = tune(sources, out, max_seq_length=max_length or 128, mine=bool(mine),
+        record = fine_tune(sources, out, max_seq_length=max_length or 128, mine=bool(mine),
                       negatives_from=negatives_from, calibrate_on=calibrate_on, **common)
     typer.echo(json.dumps(record, indent=2))

@@ -269,9 +269,9 @@ class SimqaVectors(DenseExact):
             ids = np.arange(len(vectors), dtype=np.int64)
             index.add(ids, vectors)
             if self.kind != "flat":  # as simqa build does: the cheapest setting at recall 0.95
-                from simqa.vectors.tuning import tune
+                from simqa.vectors.tuning import tune_search_params
 
-                tune(index, vectors, ids, target=0.95)
+                tune_search_params(index, vectors, ids, target=0.95)
             if self.hub:
                 self._density = neighbour_density(index.search, vectors, ids)
             self._index, self._pool_key = index, pool.key

@@ -50,7 +50,7 @@ def exact_topk(queries: np.ndarray, vectors: np.ndarray, k: int) -> tuple[np.nda
     return faiss.knn(queries, vectors, k, faiss.METRIC_INNER_PRODUCT)
 
 
-def tune(
+def tune_search_params(
     index: VectorIndex,
     vectors: np.ndarray,
     ids: np.ndarray,
