@@ -131,7 +131,7 @@ def cold_start(backend: str, repeats: int) -> float:
     code = (
         "import time; t = time.perf_counter(); "
         "from simqa.embed import load_encoder; "
-        f"load_encoder(backend={backend!r}).encode([{SHORT_QUESTION!r}]); "
+        f"load_encoder(kind={backend!r}).encode([{SHORT_QUESTION!r}]); "
         "print(time.perf_counter() - t)"
     )
     runs = []
@@ -148,7 +148,7 @@ def throughput(texts: list[str], threads: int, rounds: int) -> tuple[dict[str, f
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from simqa.embed import resolve_model
+    from simqa.models import resolve_model
 
     torch.set_num_threads(threads)
     st = SentenceTransformer(resolve_model(None)[1], device="cpu")

@@ -71,7 +71,7 @@ def main() -> None:
     )
     wall, cpu = {}, {}
     for backend in ("torch", "onnx"):
-        index = Index.open(args.index, backend=backend)
+        index = Index.open(args.index, encoder=backend)
         wall[backend] = run(index, texts, args.k, time.perf_counter)
         cpu[backend] = run(index, texts, args.k, time.process_time)
         size = len(index)

@@ -90,16 +90,16 @@ def test_build_query_similar_info(tmp_path):
         "query", "legs twitching when falling asleep", "--index", "mine", "-k", "2", home=tmp_path
     )
     assert out.returncode == 0, out.stderr
-    lines = out.stdout.splitlines()
+    lines = out.stdout.split("\nRelated FAQ\n")[0].splitlines()  # the box, then its topics
     assert lines[0] == "Similar Q&A" and len(lines) == 9
     assert "Dr. Cy Park reply Neurology" in lines or "Dr. Ding Xianwei reply Neurosurgery" in lines
 
     args = ("similar", "sleep", "--index", "mine", "-k", "3", "--format", "json")
-    hits = json.loads(run(*args, "--min-score", "-1", home=tmp_path).stdout)
+    hits = json.loads(run(*args, "--min-score", "-1", home=tmp_path).stdout)["hits"]
     assert len(hits) == 3 and "sleep" not in [h["id"] for h in hits]
     assert hits[0]["id"] == "6d9dcf339530815c"  # the seed page is the closest to the sleep question
     # by default the calibrated threshold leaves out the knee and cough consultations
-    default = json.loads(run(*args, home=tmp_path).stdout)
+    default = json.loads(run(*args, home=tmp_path).stdout)["hits"]
     assert [h["id"] for h in default] == [h["id"] for h in hits if h["score"] >= CALIBRATED[MODEL]]
     assert 1 <= len(default) < 3
 
@@ -158,7 +158,13 @@ def test_truncated_and_corrupted_files(small_index, tmp_path):
     faiss_file.write_bytes(data[: len(data) // 2])
     assert_short_error(run("query", "knee", "--index", str(copy)), "truncated")
     faiss_file.write_bytes(data[:100] + bytes(255 - b for b in data[100:200]) + data[200:])
-    assert_short_error(run("query", "knee", "--index", str(copy)), "checksum")
+    # opening checks sizes and headers only; --verify and every write read all checksums
+    assert_short_error(run("info", "--verify", "--index", str(copy)), "checksum")
+    assert_short_error(run("delete", "knee", "--index", str(copy)), "checksum")
+    faiss_file.write_bytes(data)
+    ids = version / "embedding_ids.npy"
+    ids.write_bytes(b"garbage!" + ids.read_bytes()[8:])
+    assert_short_error(run("query", "knee", "--index", str(copy)), "damaged header")
     (version / "manifest.json").write_text("{not json")
     assert_short_error(run("info", "--index", str(copy)), "not valid JSON")
 

@@ -41,7 +41,7 @@ def questions() -> list[str]:
 
 
 def test_density_is_the_mean_cosine_to_the_k_nearest_others(questions):
-    vectors = load_encoder(backend="torch").encode(questions)
+    vectors = load_encoder(kind="torch").encode(questions)
     ids = np.arange(100, 100 + len(vectors), dtype=np.int64) * 3  # ids need not be positions
     index = faiss.IndexIDMap(faiss.IndexFlatIP(vectors.shape[1]))
     index.add_with_ids(vectors, ids)
@@ -64,7 +64,7 @@ def test_engine_orders_by_cosine_less_the_penalty(tmp_path, questions):
 
     query = "How can I treat restless legs syndrome at night?"
     hits = index.search(query, k=5, min_score=-1)
-    vid = {r.id: v for v, r in index.store.iter_records()}
+    vid = {r.id: v for v, r in index.snapshot.store.iter_records()}
     for hit in hits:
         row = int(np.searchsorted(ids, vid[hit.id]))
         assert hit.rank_score == pytest.approx(hit.score - DEFAULT_WEIGHT * density[row], abs=1e-5)

@@ -205,7 +205,7 @@ def test_append_adds_updates_and_does_not_reembed_unchanged(tmp_path):
         ),
     ]
     second = simqa.build(updated, path, append=True)
-    assert len(second) == 3 and len(second.vectors) == 3
+    assert len(second) == 3 and len(second.snapshot.vectors) == 3
     assert second.search("cough", k=1)[0].record.reply == "Try honey."
     assert second.search("tooth hurts with cold drinks", k=1)[0].id == "a"
     ids_after, vecs_after = second.embeddings()
@@ -223,8 +223,8 @@ def test_ingest_then_build_counts_match(tmp_path):
 
 def test_index_is_queried_with_the_encoder_it_was_built_with(consult_index):
     assert consult_index.manifest.encoder == "onnx"
-    assert consult_index.encoder.backend == "onnx"
-    reference = simqa.open_index(consult_index.root, backend="torch")
+    assert consult_index.encoder.kind == "onnx"
+    reference = simqa.open_index(consult_index.root, encoder="torch")
     query = "I was diagnosed with restless leg syndrome, what helps?"
     fast, slow = consult_index.search(query, k=3), reference.search(query, k=3)
     assert fast[0].id == slow[0].id

@@ -8,7 +8,7 @@ import pytest
 
 import simqa
 from simqa import Consultation
-from simqa.embed import resolve_model
+from simqa.models import resolve_model
 from simqa.errors import IndexCorrupt, ModelMismatch
 
 from .test_cli import assert_short_error, run

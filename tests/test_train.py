@@ -203,7 +203,7 @@ def test_negatives_mined_among_an_index_questions(tmp_path):
                 tmp_path / "faq", encoder="torch").close()
     texts, vectors = index_questions(tmp_path / "faq")
     assert texts == family  # built with the mining model: its stored vectors are reused
-    assert np.allclose(vectors, load_encoder(backend="torch").encode(family), atol=1e-5)
+    assert np.allclose(vectors, load_encoder(kind="torch").encode(family), atol=1e-5)
     assert index_questions(tmp_path / "faq", model="another/model")[1] is None
     pairs = [
         TrainPair("My legs twitch and I cannot keep them still in bed, what treats this?",
@@ -214,7 +214,7 @@ def test_negatives_mined_among_an_index_questions(tmp_path):
     mined = mine_negatives(pairs, pool=texts, pool_vectors=vectors, seed=0)
     assert mine_negatives(pairs, pool=texts, seed=0) == mined  # same as embedding them anew
     assert all(m in family for m in mined)
-    encoder = load_encoder(backend="torch")
+    encoder = load_encoder(kind="torch")
     for pair, negative in zip(pairs, mined, strict=True):
         anchor, positive, hard = encoder.encode([pair.anchor, pair.positive, negative])
         assert float(anchor @ hard) < float(anchor @ positive) - 0.05  # the margin holds

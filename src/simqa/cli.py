@@ -13,7 +13,6 @@ import typer
 
 from simqa.errors import SimqaError
 from simqa.evaluate.cli_command import eval_command
-from simqa.index import DEFAULT_ENCODER
 from simqa.train import tune_command
 
 app = typer.Typer(
@@ -32,6 +31,17 @@ FormatOpt = Annotated[
 ]
 DeptOpt = Annotated[str | None, typer.Option(help="Only consultations of this department.")]
 SourceOpt = Annotated[str | None, typer.Option(help="Only consultations from this source.")]
+TagOpt = Annotated[str | None, typer.Option(help="Only consultations with this topic tag.")]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="Only consultations asked on or after this date (2013-02-10).")
+]
+UntilOpt = Annotated[
+    str | None, typer.Option(help="Only consultations asked on or before this date.")
+]
+WaitOpt = Annotated[
+    float,
+    typer.Option(help="Seconds to wait for another writer of the same index before giving up."),
+]
 EncoderOpt = Annotated[
     str | None,
     typer.Option(
@@ -84,16 +94,19 @@ def build(
         str | None, typer.Option(help="Override the chosen vector index type.")
     ] = None,
     recall: Annotated[
-        float, typer.Option(help="recall@10 target for approximate index types.")
-    ] = 0.95,
+        float | None,
+        typer.Option(help="recall@10 target for approximate index types (default 0.95)."),
+    ] = None,
     fields: Annotated[
-        str, typer.Option(help="What to embed: title+question, question or title.")
-    ] = "title+question",
+        str | None,
+        typer.Option(help="What to embed: title+question (default), question or title."),
+    ] = None,
     strict: Annotated[bool, typer.Option(help="Stop at the first malformed record.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     encoder: Annotated[
-        str, typer.Option(help="auto (int8 onnx where the model allows it), onnx or torch.")
-    ] = DEFAULT_ENCODER,
+        str | None,
+        typer.Option(help="auto (default: int8 onnx where the model allows it), onnx or torch."),
+    ] = None,
     min_score: Annotated[
         str,
         typer.Option(
@@ -108,8 +121,13 @@ def build(
             "this times their mean cosine to their 10 nearest neighbours (default 0.5; 0: off)."
         ),
     ] = None,
+    wait: WaitOpt = 300.0,
 ) -> None:
-    """Ingest consultations, embed their questions and write the index atomically."""
+    """Ingest consultations, embed their questions and write the index atomically.
+
+    With --append, add and update consultations of an existing index; options fixed when
+    it was built (--model, --fields, --index-type, --encoder, --recall) are refused.
+    """
     from simqa.index import build as build_index
     from simqa.ingest import IngestReport
 
@@ -131,6 +149,7 @@ def build(
             encoder=encoder,
             min_score=_threshold(min_score),
             hub_penalty=hub_penalty,
+            wait=wait,
         )
     finally:
         for problem in report.problems:
@@ -164,6 +183,9 @@ def query(
     format: FormatOpt = "text",
     department: DeptOpt = None,
     source: SourceOpt = None,
+    tag: TagOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     min_score: MinScoreOpt = None,
     encoder: EncoderOpt = None,
     file: Annotated[
@@ -179,8 +201,9 @@ def query(
 
     if (text is None) == (file is None):
         raise SimqaError("give either a query TEXT or --file QUERIES")
-    idx = Index.open(index, backend=encoder)
-    filters = {"department": department, "source": source, "min_score": min_score}
+    idx = Index.open(index, encoder=encoder)
+    filters = {"department": department, "source": source, "tag": tag, "since": since,
+               "until": until, "min_score": min_score}  # fmt: skip
     if file is None:
         _echo(render(idx.search(text, k, **filters), format, min_score=idx.min_score(min_score)))
         return
@@ -220,6 +243,9 @@ def similar(
     format: FormatOpt = "text",
     department: DeptOpt = None,
     source: SourceOpt = None,
+    tag: TagOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     min_score: MinScoreOpt = None,
     encoder: EncoderOpt = None,
 ) -> None:
@@ -230,8 +256,9 @@ def similar(
 
     if (record_id is None) == (page is None):
         raise SimqaError("give either a consultation ID or --page FILE")
-    idx = Index.open(index, backend=encoder)
-    filters = {"department": department, "source": source, "min_score": min_score}
+    idx = Index.open(index, encoder=encoder)
+    filters = {"department": department, "source": source, "tag": tag, "since": since,
+               "until": until, "min_score": min_score}  # fmt: skip
     if page is not None:
         records = list(load([page], format="page", strict=True))
         if not records:
@@ -246,11 +273,16 @@ def similar(
 def info(
     index: IndexOpt = "default",
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    verify: Annotated[
+        bool, typer.Option(help="Check every file's checksum (reads the whole index).")
+    ] = False,
 ) -> None:
-    """Show what an index holds and how it was built (verifies every file's checksum)."""
+    """Show what an index holds and how it was built."""
     from simqa.index import Index
 
-    details = Index.open(index, verify=True).info()
+    details = Index.open(index, verify=verify).info()
+    if verify:
+        details["verified"] = "every file matches its checksum"
     if as_json:
         _echo(json.dumps(details, indent=2))
         return
@@ -260,6 +292,25 @@ def info(
         elif isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items()) or "-"
         _echo(f"{key.replace('_', ' ') + ':':<16} {value}")
+
+
+@app.command()
+def delete(
+    ids: Annotated[list[str], typer.Argument(metavar="ID...", help="Consultation ids to remove.")],
+    index: IndexOpt = "default",
+    wait: WaitOpt = 300.0,
+) -> None:
+    """Take consultations down: records and vectors leave in one atomic write."""
+    from simqa.index import Index
+
+    idx = Index.open(index)
+    unknown = [i for i in dict.fromkeys(ids) if idx.snapshot.store.get(i) is None]
+    if len(unknown) == len(set(ids)):
+        raise SimqaError(f"no consultation with id {', '.join(map(repr, unknown))} in {index}")
+    for record_id in unknown:
+        typer.echo(f"warning: no consultation with id {record_id!r}; nothing to delete", err=True)
+    removed = idx.delete(ids, wait=wait)
+    typer.echo(f"deleted {removed:,} consultation(s); {len(idx):,} remain", err=True)
 
 
 @app.command()
@@ -282,6 +333,30 @@ def calibrate(
         for other in check or []
     }
     _echo(json.dumps(result, indent=2))
+
+
+@app.command()
+def serve(
+    index: IndexOpt = "default",
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes, one index each.")] = 1,
+    write_token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SIMQA_WRITE_TOKEN",
+            help="Accept writes with Authorization: Bearer TOKEN (off without one).",
+        ),
+    ] = None,
+    access_log: Annotated[bool, typer.Option(help="Log every request.")] = True,
+) -> None:
+    """Serve the Similar Q&A box over HTTP (API at /v1, docs at /docs) and a page at /."""
+    from simqa.serve import serve as run_server
+
+    run_server(
+        index, host=host, port=port, workers=workers, write_token=write_token,
+        access_log=access_log,
+    )
 
 
 app.command("eval")(eval_command)

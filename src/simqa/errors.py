@@ -29,3 +29,11 @@ class BadQuery(SimqaError):
 
 class BadRecord(SimqaError):
     """A malformed consultation record (raised with --strict, otherwise counted and skipped)."""
+
+
+class UnknownConsultation(SimqaError):
+    """No consultation with that id in the index."""
+
+
+class IndexBusy(SimqaError):
+    """Another writer held the index's lock for longer than this writer would wait."""

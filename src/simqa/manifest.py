@@ -15,8 +15,11 @@ from typing import Any
 
 from simqa.errors import IndexCorrupt
 
-FORMAT_VERSION = 1
+#: 2: records carry ask_iso and a tags table (the date and tag filters)
+FORMAT_VERSION = 2
 FILENAME = "manifest.json"
+#: the first bytes of each kind of index file, checked on every open (cheap, unlike checksums)
+_MAGIC = {".npy": b"\x93NUMPY", ".sqlite": b"SQLite format 3\x00"}
 
 
 @dataclass
@@ -63,7 +66,8 @@ class Manifest:
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
             version = data.get("format_version") if isinstance(data, dict) else None
             raise IndexCorrupt(
-                f"{path}: index format version {version!r}, this simqa reads {FORMAT_VERSION}"
+                f"{path}: index format version {version!r}, this simqa reads {FORMAT_VERSION}; "
+                "rebuild the index with simqa build"
             )
         try:
             return cls(**data)
@@ -71,7 +75,8 @@ class Manifest:
             raise IndexCorrupt(f"{path} has unexpected fields ({exc})") from None
 
     def verify(self, directory: Path, checksums: bool = True) -> None:
-        """Raise IndexCorrupt if a file is missing, truncated or (with checksums) altered."""
+        """Raise IndexCorrupt if a file is missing, truncated, has a damaged header or
+        (with checksums, which read every byte) is altered anywhere."""
         for name, expected in self.files.items():
             path = directory / name
             if not path.exists():
@@ -82,6 +87,11 @@ class Manifest:
                     f"index file {path} is {size:,} bytes, expected {expected['bytes']:,} "
                     "(truncated or modified)"
                 )
+            magic = _MAGIC.get(path.suffix)
+            if magic:
+                with path.open("rb") as handle:
+                    if handle.read(len(magic)) != magic:
+                        raise IndexCorrupt(f"index file {path} has a damaged header")
             if checksums and sha256(path) != expected["sha256"]:
                 raise IndexCorrupt(f"index file {path} fails its checksum (corrupted)")
 

@@ -34,8 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from simqa.embed import resolve_model
 from simqa.errors import SimqaError
+from simqa.models import resolve_model
 
 # Bump when the exported files or the recipe change, so old cache folders are not reused.
 EXPORT_FORMAT = 1
@@ -335,7 +335,7 @@ class OnnxEncoder:
     ``precision`` is ``int8`` (quantised, the fast one) or ``fp32`` (the exact export).
     """
 
-    backend = "onnx"
+    kind = "onnx"
 
     def __init__(
         self,

@@ -7,6 +7,7 @@ import json
 import re
 import unicodedata
 from dataclasses import asdict, dataclass, field, fields
+from datetime import date, datetime
 from typing import Any
 
 _SPACE = re.compile(r"\s+")
@@ -15,6 +16,35 @@ _SPACE = re.compile(r"\s+")
 def normalise(text: str) -> str:
     """Fold Unicode compatibility forms and collapse whitespace, so equal text embeds equally."""
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", text or "")).strip()
+
+
+_NUMERIC_DATE = re.compile(r"(\d{4})(?:[-/.](\d{1,2})(?:[-/.](\d{1,2}))?)?(?=$|[ T])")
+_WORDY_FORMATS = ("%B %d, %Y", "%b %d, %Y", "%d %B %Y", "%d %b %Y", "%B %Y", "%b %Y")
+
+
+def iso_date(text: str) -> str:
+    """A date as ISO text (``2013-02-10``, or ``2013-02`` / ``2013`` when that is all it
+    says), or "" when it is not a date; sites write ``2013/02/10``, ``2013.2.10``,
+    ``Feb 10, 2013``... Day-first numeric forms are ambiguous and left out."""
+    text = normalise(text)
+    match = _NUMERIC_DATE.match(text)
+    if match:
+        year, month, day = match.groups()
+        try:
+            if day:
+                return date(int(year), int(month), int(day)).isoformat()
+            if month:
+                return date(int(year), int(month), 1).isoformat()[:7]
+        except ValueError:
+            return ""
+        return year
+    for fmt in _WORDY_FORMATS:
+        try:
+            parsed = datetime.strptime(text, fmt).date()
+        except ValueError:
+            continue
+        return parsed.isoformat() if "%d" in fmt else parsed.isoformat()[:7]
+    return ""
 
 
 @dataclass

@@ -210,7 +210,7 @@ def _fit_cross_encoder(
     from sentence_transformers.cross_encoder.training_args import CrossEncoderTrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from simqa.embed import resolve_model
+    from simqa.models import resolve_model
 
     hf_logging.set_verbosity_error()
     name, location = resolve_model(model)

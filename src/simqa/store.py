@@ -4,17 +4,27 @@ The vector index knows only integer vector ids (``vid``); this store maps them b
 whole consultations, so a hit comes back with its title, reply, doctor and department.
 A record whose embedded text changes gets a fresh vid, so a vector id never means two
 different texts (which keeps HNSW tombstones simple).
+
+A published version's database never changes again, so readers open it read-only and
+``immutable`` (no locking, no journal look-ups) and share one connection across threads.
+Filters read two derived columns kept by ``upsert``: ``ask_iso`` (the ask date as ISO
+text, the original kept in ``ask_date``) and the ``tags`` table (one row per topic).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
+import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from simqa.records import Consultation, Reply
+import numpy as np
+
+from simqa.errors import BadQuery, IndexCorrupt
+from simqa.records import Consultation, Reply, iso_date
 
 _COLUMNS = (
     "id", "title", "question", "reply", "doctor", "department", "asker_sex", "asker_age",
@@ -25,13 +35,25 @@ _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS records (
     vid INTEGER PRIMARY KEY AUTOINCREMENT,
     {", ".join(f"{c} TEXT NOT NULL DEFAULT ''" for c in _COLUMNS)},
-    text_hash TEXT NOT NULL
+    text_hash TEXT NOT NULL,
+    ask_iso TEXT NOT NULL DEFAULT ''
 );
+CREATE TABLE IF NOT EXISTS tags (
+    vid INTEGER NOT NULL,
+    tag TEXT NOT NULL COLLATE NOCASE
+);
+CREATE INDEX IF NOT EXISTS tags_tag ON tags(tag COLLATE NOCASE, vid);
+CREATE INDEX IF NOT EXISTS tags_vid ON tags(vid);
+CREATE INDEX IF NOT EXISTS records_ask ON records(ask_iso);
 CREATE UNIQUE INDEX IF NOT EXISTS records_id ON records(id);
 CREATE INDEX IF NOT EXISTS records_hash ON records(text_hash);
 CREATE INDEX IF NOT EXISTS records_department ON records(department COLLATE NOCASE);
 CREATE INDEX IF NOT EXISTS records_source ON records(source COLLATE NOCASE);
 """
+
+
+#: a page's Related FAQ tags carry their department: "Leg(Neurology)"
+_TOPIC_DEPARTMENT = re.compile(r"\s*\([^()]*\)$")
 
 
 def _to_row(record: Consultation) -> tuple[str, ...]:
@@ -50,20 +72,84 @@ def _from_row(row: sqlite3.Row) -> Consultation:
     return Consultation(**data)
 
 
-class RecordStore:
-    """Consultations keyed by their own id and by vector id."""
+class Filter:
+    """What a search may be narrowed to; every field optional, all given ones must hold."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(
+        self,
+        department: str | None = None,
+        source: str | None = None,
+        tag: str | None = None,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> None:
+        self.department, self.source, self.tag = department, source, tag
+        self.since = _date_bound(since, "since")
+        self.until = _date_bound(until, "until")
+
+    def __bool__(self) -> bool:
+        return any((self.department, self.source, self.tag, self.since, self.until))
+
+    def where(self) -> tuple[str, list[str]]:
+        clauses, args = [], []
+        if self.department:
+            clauses.append("department = ? COLLATE NOCASE")
+            args.append(self.department)
+        if self.source:
+            clauses.append("source = ? COLLATE NOCASE")
+            args.append(self.source)
+        if self.tag:
+            clauses.append("vid IN (SELECT vid FROM tags WHERE tag = ? COLLATE NOCASE)")
+            args.append(self.tag)
+        if self.since:  # compare as many characters as the bound has: 2013, 2013-02, ...
+            clauses.append(f"ask_iso != '' AND substr(ask_iso, 1, {len(self.since)}) >= ?")
+            args.append(self.since)
+        if self.until:
+            clauses.append(f"ask_iso != '' AND substr(ask_iso, 1, {len(self.until)}) <= ?")
+            args.append(self.until)
+        return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
+
+
+def _date_bound(value: str | None, name: str) -> str | None:
+    if value is None or not str(value).strip():
+        return None
+    iso = iso_date(str(value))
+    if not iso:
+        raise BadQuery(f"--{name} must be a date like 2013-02-10, 2013-02 or 2013, got {value!r}")
+    return iso
+
+
+class RecordStore:
+    """Consultations keyed by their own id and by vector id.
+
+    ``readonly`` opens a published database: immutable, one connection shared by the
+    threads of a server behind a lock (each query takes well under a millisecond).
+    """
+
+    def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
-        self.db = sqlite3.connect(str(path), check_same_thread=False)
+        self.readonly = readonly
+        self._lock = threading.Lock()
+        if readonly:
+            if not path.is_file():
+                raise IndexCorrupt(f"index file {path} is missing")
+            uri = f"file:{path.resolve()}?mode=ro&immutable=1"
+            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        else:
+            self.db = sqlite3.connect(str(path), check_same_thread=False)
         self.db.row_factory = sqlite3.Row
-        self.db.executescript(_SCHEMA)
+        if not readonly:
+            self.db.executescript(_SCHEMA)
 
     def close(self) -> None:
         self.db.close()
 
+    def _all(self, sql: str, args: Iterable = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self.db.execute(sql, tuple(args)).fetchall()
+
     def __len__(self) -> int:
-        return int(self.db.execute("SELECT COUNT(*) FROM records").fetchone()[0])
+        return int(self._all("SELECT COUNT(*) FROM records")[0][0])
 
     def upsert(
         self, records: Iterable[Consultation], fields: str
@@ -86,20 +172,35 @@ class RecordStore:
                 if old is not None and old["text_hash"] == digest:
                     sets = ", ".join(f"{c} = ?" for c in _COLUMNS)
                     self.db.execute(
-                        f"UPDATE records SET {sets} WHERE vid = ?", (*_to_row(record), old["vid"])
+                        f"UPDATE records SET {sets}, ask_iso = ? WHERE vid = ?",
+                        (*_to_row(record), iso_date(record.ask_date), old["vid"]),
                     )
+                    self._set_tags(old["vid"], record.tags)
                     continue
                 if old is not None:
-                    self.db.execute("DELETE FROM records WHERE vid = ?", (old["vid"],))
+                    self._delete_vid(old["vid"])
                     stale.append(int(old["vid"]))
                     to_embed = [(v, r) for v, r in to_embed if v != old["vid"]]
                 cursor = self.db.execute(
-                    f"INSERT INTO records ({', '.join(_COLUMNS)}, text_hash) "
-                    f"VALUES ({placeholders}, ?)",
-                    (*_to_row(record), digest),
+                    f"INSERT INTO records ({', '.join(_COLUMNS)}, text_hash, ask_iso) "
+                    f"VALUES ({placeholders}, ?, ?)",
+                    (*_to_row(record), digest, iso_date(record.ask_date)),
                 )
+                self._set_tags(int(cursor.lastrowid), record.tags)
                 to_embed.append((int(cursor.lastrowid), record))
         return to_embed, stale
+
+    def _set_tags(self, vid: int, tags: list[str]) -> None:
+        self.db.execute("DELETE FROM tags WHERE vid = ?", (vid,))
+        topics = (_TOPIC_DEPARTMENT.sub("", t).strip() for t in tags)  # Leg(Neurology) -> Leg
+        unique = {t.casefold(): t for t in topics if t}
+        self.db.executemany(
+            "INSERT INTO tags (vid, tag) VALUES (?, ?)", [(vid, t) for t in unique.values()]
+        )
+
+    def _delete_vid(self, vid: int) -> None:
+        self.db.execute("DELETE FROM records WHERE vid = ?", (vid,))
+        self.db.execute("DELETE FROM tags WHERE vid = ?", (vid,))
 
     def delete(self, ids: Iterable[str]) -> list[int]:
         """Delete records by id; return the vids that left."""
@@ -110,14 +211,14 @@ class RecordStore:
                     "SELECT vid FROM records WHERE id = ?", (record_id,)
                 ).fetchone()
                 if row is not None:
-                    self.db.execute("DELETE FROM records WHERE vid = ?", (row["vid"],))
+                    self._delete_vid(row["vid"])
                     vids.append(int(row["vid"]))
         return vids
 
     def get(self, record_id: str) -> tuple[int, Consultation, str] | None:
         """(vid, record, text hash) for a record id, or None."""
-        row = self.db.execute("SELECT * FROM records WHERE id = ?", (record_id,)).fetchone()
-        return None if row is None else (int(row["vid"]), _from_row(row), row["text_hash"])
+        rows = self._all("SELECT * FROM records WHERE id = ?", (record_id,))
+        return None if not rows else (int(rows[0]["vid"]), _from_row(rows[0]), rows[0]["text_hash"])
 
     def fetch(self, vids: Iterable[int]) -> dict[int, tuple[Consultation, str]]:
         """Records and text hashes by vid; unknown vids are left out."""
@@ -126,37 +227,37 @@ class RecordStore:
         for start in range(0, len(vids), 900):  # SQLite's bound-parameter limit
             chunk = vids[start : start + 900]
             marks = ", ".join("?" for _ in chunk)
-            for row in self.db.execute(f"SELECT * FROM records WHERE vid IN ({marks})", chunk):
+            for row in self._all(f"SELECT * FROM records WHERE vid IN ({marks})", chunk):
                 found[int(row["vid"])] = (_from_row(row), row["text_hash"])
         return found
 
-    def vids_where(self, department: str | None = None, source: str | None = None) -> set[int]:
-        """Vector ids of records matching the filters (case-insensitive)."""
-        clauses, args = [], []
-        if department:
-            clauses.append("department = ? COLLATE NOCASE")
-            args.append(department)
-        if source:
-            clauses.append("source = ? COLLATE NOCASE")
-            args.append(source)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        return {int(r[0]) for r in self.db.execute(f"SELECT vid FROM records {where}", args)}
+    def vids_where(self, where: Filter) -> np.ndarray:
+        """Sorted vector ids of the records a filter keeps (text compared case-insensitively)."""
+        sql, args = where.where()
+        rows = self._all(f"SELECT vid FROM records {sql} ORDER BY vid", args)
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     def iter_records(self) -> Iterator[tuple[int, Consultation]]:
-        for row in self.db.execute("SELECT * FROM records ORDER BY vid"):
-            yield int(row["vid"]), _from_row(row)
+        last = -1
+        while True:  # pages, so the shared connection's lock is never held for long
+            rows = self._all("SELECT * FROM records WHERE vid > ? ORDER BY vid LIMIT 2000", (last,))
+            if not rows:
+                return
+            for row in rows:
+                yield int(row["vid"]), _from_row(row)
+            last = int(rows[-1]["vid"])
 
     def counts_by(self, column: str) -> dict[str, int]:
         """Record counts per source or department, for ``simqa info``."""
         if column not in ("source", "department"):
             raise ValueError(column)
-        rows = self.db.execute(f"SELECT {column}, COUNT(*) FROM records GROUP BY 1 ORDER BY 2 DESC")
+        rows = self._all(f"SELECT {column}, COUNT(*) FROM records GROUP BY 1 ORDER BY 2 DESC")
         return {r[0] or "(none)": int(r[1]) for r in rows}
 
     def copy_to(self, path: Path) -> RecordStore:
         """A consistent copy of this database at ``path`` (SQLite's online backup)."""
         target = sqlite3.connect(str(path))
-        with target:
+        with self._lock, target:
             self.db.backup(target)
         target.close()
         return RecordStore(path)

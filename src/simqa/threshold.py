@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from simqa.embed import resolve_model
 from simqa.errors import SimqaError
+from simqa.models import resolve_model
 
 #: the share of labelled similar pairs a calibrated threshold keeps
 KEEP_SIMILAR = 0.95

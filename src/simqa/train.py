@@ -352,8 +352,8 @@ def mine_negatives(
 def index_questions(index: str | Path, model: str | None = None) -> tuple[list[str], Any]:
     """Every distinct question an index embeds, with the index's stored vectors for them
     when it was built with ``model`` (else None: they must be embedded again)."""
-    from simqa.embed import resolve_model
     from simqa.index import open_index
+    from simqa.models import resolve_model
 
     opened = open_index(index, verify=False)
     try:

@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from simqa.embed import load_encoder, resolve_model
+from simqa.embed import load_encoder
+from simqa.models import resolve_model
 
 
 def cache_dir() -> Path:

@@ -1,0 +1,378 @@
+"""``Index``: an opened index that answers searches, safe to share across threads.
+
+An ``Index`` holds one ``Snapshot`` (a published version) at a time. Searches read the
+snapshot they start with, so a writer publishing a new version never disturbs a search
+in flight; ``refresh`` (called by itself every ``refresh_every`` seconds) swaps in the
+newest version without reloading the model.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Unpack
+
+import numpy as np
+
+from simqa import density as hubs
+from simqa.embed import shared_encoder, threads
+from simqa.errors import ModelMismatch, UnknownConsultation
+from simqa.index import layout
+from simqa.index.hits import Filters, Hit, check_k, check_query
+from simqa.index.snapshot import EXACT_SUBSET_MAX, Snapshot
+from simqa.manifest import Manifest
+from simqa.models import resolve_model
+from simqa.records import Consultation, normalise
+from simqa.store import Filter
+from simqa.vectors.faissio import set_threads
+
+#: candidates fetched beyond k, so that a few excluded or missing ones need no second pass
+SPARE = 8
+
+
+class Index:
+    """A built index, opened for searching. Open it once and reuse it for many queries."""
+
+    def __init__(
+        self,
+        root: Path,
+        snapshot: Snapshot,
+        encoder: str | None = None,
+        refresh_every: float | None = 1.0,
+    ) -> None:
+        self.root = root
+        self.encoder_kind = encoder
+        self.refresh_every = refresh_every
+        self._snapshot = snapshot
+        self._stamp = layout.pointer_stamp(root)
+        self._checked = time.monotonic()
+        self._refresh_lock = threading.Lock()
+        self._encoder: Any = None
+        if threads():
+            set_threads(threads())
+
+    # --- opening and following the newest version ------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        index: str | Path = "default",
+        *,
+        model: str | None = None,
+        encoder: str | None = None,
+        verify: bool = False,
+        refresh_every: float | None = 1.0,
+    ) -> Index:
+        """Open a built index. ``model`` (if given) must be the one it was built with.
+
+        Opening checks each file's size and header; ``verify`` also checks every file's
+        checksum (reads them all: seconds at a million consultations). Queries are encoded
+        as the index was built (``encoder=None``); another encoder works but its vectors
+        differ slightly from the stored ones. ``refresh_every`` seconds (None: never) a
+        search first checks whether a newer version was published.
+        """
+        root = layout.index_path(index)
+        snapshot = Snapshot(layout.current_version(root), verify=verify)
+        if model is not None and resolve_model(model)[0] != snapshot.manifest.model:
+            raise ModelMismatch(
+                f"index {index} was built with model {snapshot.manifest.model}, not {model}; "
+                "rebuild it or query without --model"
+            )
+        return cls(root, snapshot, encoder, refresh_every)
+
+    def refresh(self) -> bool:
+        """Move to the newest published version, if there is one; True when it moved.
+
+        Costs one ``stat`` when nothing changed; the model stays loaded.
+        """
+        with self._refresh_lock:
+            self._checked = time.monotonic()
+            stamp = layout.pointer_stamp(self.root)
+            if stamp == self._stamp:
+                return False
+            version_dir = layout.current_version(self.root)
+            if version_dir == self._snapshot.dir:
+                self._stamp = stamp
+                return False
+            fresh = Snapshot(version_dir)
+            old = self._snapshot.manifest
+            if (fresh.manifest.model, fresh.manifest.encoder) != (old.model, old.encoder):
+                self._encoder = None
+            self._snapshot, self._stamp = fresh, stamp  # searches in flight keep the old one
+            return True
+
+    @property
+    def snapshot(self) -> Snapshot:
+        """The version searches read now (refreshed first when ``refresh_every`` is due)."""
+        if (
+            self.refresh_every is not None
+            and time.monotonic() - self._checked >= self.refresh_every
+        ):
+            self.refresh()
+        return self._snapshot
+
+    @property
+    def manifest(self) -> Manifest:
+        return self.snapshot.manifest
+
+    @property
+    def dir(self) -> Path:
+        return self.snapshot.dir
+
+    @property
+    def encoder(self) -> Any:
+        if self._encoder is None:
+            manifest = self._snapshot.manifest
+            built_with = manifest.encoder  # onnx falls back to torch if it cannot load
+            kind = self.encoder_kind or ("auto" if built_with == "onnx" else built_with)
+            encoder = shared_encoder(manifest.model, kind)
+            if encoder.dim != manifest.dim:
+                raise ModelMismatch(
+                    f"model {manifest.model} gives {encoder.dim}-dimensional vectors, "
+                    f"the index holds {manifest.dim}-dimensional ones"
+                )
+            self._encoder = encoder
+        return self._encoder
+
+    def __len__(self) -> int:
+        return len(self.snapshot.store)
+
+    def close(self) -> None:
+        self._snapshot.close()
+
+    # --- writing (each call is one atomic, durable write under the writer lock) ----------
+
+    def add(self, records: Iterable[Consultation], **options: Any) -> dict[str, int]:
+        """Add or update consultations; returns counts. Visible to this index at once and
+        to every other reader within its ``refresh_every``."""
+        from simqa.index.build import write
+
+        counts = write(self.root, records, **options)
+        self.refresh()
+        return counts
+
+    def delete(self, ids: Iterable[str], **options: Any) -> int:
+        """Take consultations down (records and vectors, in one atomic write); returns how
+        many were there. ``similar`` of a deleted id then says it is unknown."""
+        from simqa.index.build import write
+
+        counts = write(self.root, (), delete=list(ids), **options)
+        self.refresh()
+        return counts["deleted"]
+
+    # --- searching -----------------------------------------------------------------------
+
+    def search(self, text: str, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]:
+        """The k consultations whose questions are closest to ``text``."""
+        return self.search_many([text], k, **filters)[0]
+
+    def search_many(
+        self, texts: list[str], k: int = 5, **filters: Unpack[Filters]
+    ) -> list[list[Hit]]:
+        """Batched ``search``: one model call and one index call for all queries."""
+        queries = [check_query(t) for t in texts]
+        check_k(k)
+        snapshot = self.snapshot
+        return self._search(snapshot, self.encoder.encode(queries), k, None, filters)
+
+    def get(self, record_id: str) -> Consultation:
+        """The consultation with this id; UnknownConsultation when there is none."""
+        found = self.snapshot.store.get(str(record_id))
+        if found is None:
+            raise UnknownConsultation(f"no consultation with id {record_id!r} in this index")
+        return found[1]
+
+    def similar(self, record_id: str, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]:
+        """Neighbours of an indexed consultation, leaving out itself and exact duplicates."""
+        check_k(k)
+        snapshot = self.snapshot
+        found = snapshot.store.get(str(record_id))
+        if found is None:
+            raise UnknownConsultation(f"no consultation with id {record_id!r} in this index")
+        vid, _record, text_hash = found
+        row = snapshot.rows(np.array([vid], dtype=np.int64))
+        vector = np.asarray(snapshot.emb[row], dtype=np.float32)
+        return self._search(snapshot, vector, k, [{text_hash}], filters)[0]
+
+    def similar_to(
+        self, record: Consultation, k: int = 5, **filters: Unpack[Filters]
+    ) -> list[Hit]:
+        """Neighbours of a consultation that need not be indexed (e.g. a page file)."""
+        check_k(k)
+        snapshot = self.snapshot
+        fields = snapshot.manifest.embed_fields
+        vector = self.encoder.encode([check_query(record.embedding_text(fields))])
+        own = {record.content_hash(fields)}
+        return self._search(snapshot, vector, k, [own], filters)[0]
+
+    def similar_all(
+        self, k: int = 4, batch_size: int = 256, **filters: Unpack[Filters]
+    ) -> Iterator[tuple[str, list[Hit]]]:
+        """Every consultation's ``similar`` box, from the stored vectors, in batches."""
+        check_k(k)
+        snapshot = self.snapshot  # one version throughout
+        ids = np.asarray(snapshot.emb_ids)
+        for start in range(0, len(ids), batch_size):
+            vids = ids[start : start + batch_size]
+            records = snapshot.store.fetch(vids)
+            present = [v for v in vids if int(v) in records]
+            vectors = np.asarray(snapshot.emb[snapshot.rows(np.array(present))], np.float32)
+            own = [{records[int(v)][1]} for v in present]
+            for vid, hits in zip(
+                present, self._search(snapshot, vectors, k, own, filters), strict=True
+            ):
+                yield records[int(vid)][0].id, hits
+
+    def search_vectors(
+        self, vectors: np.ndarray, k: int, **filters: Unpack[Filters]
+    ) -> list[list[Hit]]:
+        """Search with ready-made query vectors (unit length, the index's model)."""
+        check_k(k)
+        return self._search(self.snapshot, np.atleast_2d(vectors), k, None, filters)
+
+    def min_score(self, given: float | None = None) -> float | None:
+        """The threshold a search applies: ``given``, else the one the index was built with."""
+        return self.snapshot.manifest.min_score if given is None else given
+
+    def _search(
+        self,
+        snapshot: Snapshot,
+        vectors: np.ndarray,
+        k: int,
+        exclude: Sequence[set[str]] | None,
+        filters: Filters,
+    ) -> list[list[Hit]]:
+        """Candidates from the vector index (or exactly, for a narrow filter), re-ordered
+        by the hub penalty, thresholded, exclusions dropped; widened until k pass."""
+        given = filters.get("min_score")
+        min_score = snapshot.manifest.min_score if given is None else given
+        where = Filter(
+            filters.get("department"), filters.get("source"), filters.get("tag"),
+            filters.get("since"), filters.get("until"),
+        )  # fmt: skip
+        allowed = snapshot.store.vids_where(where) if where else None
+        total = len(snapshot.vectors)
+        depth = max(k + SPARE, hubs.RERANK_DEPTH if snapshot.density is not None else 0)
+        if allowed is None:
+            limit, want = total, min(total, depth)
+        elif len(allowed) == 0:
+            return [[] for _ in vectors]
+        elif len(allowed) <= EXACT_SUBSET_MAX:
+            limit = len(allowed)
+            want = min(limit, depth)
+        else:  # the vector index returns everything: ask for enough to keep ~depth
+            limit = total
+            want = min(total, math.ceil(depth * total / len(allowed) * 1.5))
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        scores, ids = snapshot.candidates(vectors, want, allowed)
+        cache: dict[int, tuple[Consultation, str]] = {}
+        results = []
+        for i in range(len(vectors)):
+            s, v, w = scores[i], ids[i], want
+            own = exclude[i] if exclude else None
+            while True:
+                hits = _rank(snapshot, s, v, k, allowed, own, min_score, cache)
+                below = min_score is not None and len(s) and s[-1] < min_score
+                if len(hits) >= k or w >= limit or below:
+                    break
+                w = min(limit, w * 4)
+                s, v = (a[0] for a in snapshot.candidates(vectors[i : i + 1], w, allowed))
+            results.append(hits)
+        return results
+
+    # --- contents ------------------------------------------------------------------------
+
+    def records(self) -> Iterator[Consultation]:
+        for _, record in self.snapshot.store.iter_records():
+            yield record
+
+    def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
+        """(vector ids, float32 matrix) of every stored vector, memory-mapped."""
+        snapshot = self.snapshot
+        return snapshot.emb_ids, snapshot.emb
+
+    def questions(self) -> tuple[list[str], np.ndarray]:
+        """Every distinct text the index embedded (first record wins) and its stored vector,
+        for reusing the index as an evaluation pool or a source of training negatives."""
+        snapshot = self.snapshot
+        fields = snapshot.manifest.embed_fields
+        first: dict[str, int] = {}
+        for vid, record in snapshot.store.iter_records():
+            text = normalise(record.embedding_text(fields))
+            if text and text not in first:
+                first[text] = int(vid)
+        vids = np.fromiter(first.values(), dtype=np.int64, count=len(first))
+        return list(first), np.asarray(snapshot.emb[snapshot.rows(vids)], dtype=np.float32)
+
+    def info(self) -> dict[str, Any]:
+        """What ``simqa info`` shows."""
+        snapshot = self.snapshot
+        m = snapshot.manifest
+        size = sum(p.stat().st_size for p in snapshot.dir.iterdir() if p.is_file())
+        return {
+            "path": str(self.root),
+            "version": snapshot.dir.name,
+            "records": len(snapshot.store),
+            "vectors": len(snapshot.vectors),
+            "model": m.model,
+            "dimension": m.dim,
+            "metric": m.metric,
+            "embedded_text": m.embed_fields,
+            "encoder": m.encoder,
+            "index_type": m.vector_index.get("kind"),
+            "index_params": {k: v for k, v in m.vector_index.items() if k not in ("kind", "dim")},
+            "index_reason": m.index_reason,
+            "recall": m.recall,
+            "min_score": m.min_score,
+            "hub_penalty": m.hub_penalty,
+            "size_bytes": size,
+            "created": m.created,
+            "updated": m.updated,
+            "sources": m.sources,
+            "format_version": m.format_version,
+        }
+
+
+def _rank(
+    snapshot: Snapshot,
+    scores: np.ndarray,
+    ids: np.ndarray,
+    k: int,
+    allowed: np.ndarray | None,
+    exclude: set[str] | None,
+    min_score: float | None,
+    cache: dict[int, tuple[Consultation, str]],
+) -> list[Hit]:
+    keep = (ids >= 0) & np.isfinite(scores)
+    if allowed is not None:
+        pos = np.minimum(np.searchsorted(allowed, ids), len(allowed) - 1)
+        keep &= allowed[pos] == ids
+    if min_score is not None:
+        keep &= scores >= min_score
+    s, v = scores[keep].astype(np.float64), ids[keep]
+    ranked = s
+    if snapshot.density is not None and len(v):
+        ranked = hubs.penalised(s, snapshot.density[snapshot.rows(v)], snapshot.hub_weight)
+    order = np.argsort(-ranked, kind="stable")
+    hits: list[Hit] = []
+    # fetch records best first, a few more than k at a time, until k hits pass
+    for start in range(0, len(order), k + SPARE):
+        chunk = order[start : start + k + SPARE]
+        missing = [int(v[j]) for j in chunk if int(v[j]) not in cache]
+        if missing:
+            cache.update(snapshot.store.fetch(missing))
+        for j in chunk:
+            found = cache.get(int(v[j]))
+            if found is None:
+                continue
+            record, text_hash = found
+            if exclude and text_hash in exclude:
+                continue
+            hits.append(Hit(record.id, float(s[j]), record, float(ranked[j])))
+            if len(hits) == k:
+                return hits
+    return hits
+

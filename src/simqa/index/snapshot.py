@@ -1,0 +1,91 @@
+"""One published version of an index, opened read-only: what a search reads.
+
+A snapshot never changes after it is opened, so the threads of a server can share it
+without locks (the record store serialises its own short queries), and an ``Index``
+moves to a newer version by swapping one snapshot for another.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from simqa import vectors as vector_indexes
+from simqa.errors import IndexCorrupt, SimqaError
+from simqa.manifest import Manifest
+from simqa.store import RecordStore
+
+RECORDS = "records.sqlite"
+DENSITY = "density.npy"
+EMBEDDINGS = "embeddings.npy"
+EMBEDDING_IDS = "embedding_ids.npy"
+#: a filter keeping at most this many records is searched exactly over them (a few ms);
+#: a larger one searches the vector index for more candidates until enough pass
+EXACT_SUBSET_MAX = 20_000
+
+
+class Snapshot:
+    """The manifest, records, vector index, stored vectors and densities of one version."""
+
+    def __init__(self, version_dir: Path, *, verify: bool = False) -> None:
+        self.dir = version_dir
+        self.manifest = Manifest.load(version_dir)
+        self.manifest.verify(version_dir, checksums=verify)
+        try:
+            self.store = RecordStore(version_dir / RECORDS, readonly=True)
+            self.vectors = vector_indexes.load(version_dir, self.manifest.vector_index)
+            self.emb_ids = np.load(version_dir / EMBEDDING_IDS, mmap_mode="r")
+            self.emb = np.load(version_dir / EMBEDDINGS, mmap_mode="r")
+            self.hub_weight = float(self.manifest.hub_penalty.get("weight", 0.0))
+            self.density = (
+                np.load(version_dir / DENSITY, mmap_mode="r") if self.hub_weight else None
+            )
+        except SimqaError:
+            raise
+        except Exception as exc:  # faiss, sqlite and numpy each raise their own kinds
+            raise IndexCorrupt(f"index at {version_dir} cannot be read: {exc}") from None
+        if len(self.emb_ids) != len(self.emb) or len(self.emb_ids) != len(self.vectors):
+            raise IndexCorrupt(f"index at {version_dir}: stored vectors and index disagree")
+
+    def close(self) -> None:
+        self.store.close()
+
+    def rows(self, vids: np.ndarray) -> np.ndarray:
+        """Row numbers of stored vectors by vector id (every id must be present)."""
+        rows = np.searchsorted(self.emb_ids, vids)
+        rows = np.minimum(rows, max(len(self.emb_ids) - 1, 0))
+        if len(vids) and not np.array_equal(self.emb_ids[rows], vids):
+            raise IndexCorrupt(f"index at {self.dir}: a consultation has no stored vector")
+        return rows
+
+    def candidates(
+        self, queries: np.ndarray, want: int, allowed: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(cosines, vector ids) of the ``want`` best candidates per query, best first,
+        among ``allowed`` ids when given: exactly over them when they are few, else from
+        the vector index, whose misses the caller widens past (``want`` grows)."""
+        if allowed is None or len(allowed) > EXACT_SUBSET_MAX:
+            return self.vectors.search(queries, want)
+        return exact_search(queries, np.asarray(self.emb[self.rows(allowed)]), allowed, want)
+
+
+def exact_search(
+    queries: np.ndarray, vectors: np.ndarray, ids: np.ndarray, want: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Brute-force top-``want`` by inner product, padded with id -1 like faiss."""
+    n = len(ids)
+    out_scores = np.full((len(queries), want), -np.inf, dtype=np.float32)
+    out_ids = np.full((len(queries), want), -1, dtype=np.int64)
+    if n == 0:
+        return out_scores, out_ids
+    scores = np.asarray(queries, dtype=np.float32) @ vectors.T
+    take = min(want, n)
+    top = np.argpartition(-scores, take - 1, axis=1)[:, :take] if take < n else None
+    if top is None:
+        top = np.broadcast_to(np.arange(n), (len(queries), n))
+    picked = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-picked, axis=1, kind="stable")
+    out_scores[:, :take] = np.take_along_axis(picked, order, axis=1)
+    out_ids[:, :take] = ids[np.take_along_axis(top, order, axis=1)]
+    return out_scores, out_ids
