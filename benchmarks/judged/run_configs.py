@@ -1,0 +1,331 @@
+"""Rank the judged questions with each configuration, then pool their boxes for blind grading.
+
+    cd /work/main && python benchmarks/judged/run_configs.py [--index consults]
+    python benchmarks/judged/run_configs.py --config adapted=dense:hub=0,index=consults-adapted
+
+Each configuration gives the top ``k`` (4, the box) for every query of questions.jsonl and is
+written to runs/NAME.json (configuration, index version, rank, scores). A configuration whose
+run file exists is not run again unless ``--force``; so adding one later ranks only it, and the
+pool gains only the pairs it newly brings. Configurations (``NAME=KIND:key=value,...``):
+
+- ``dense:hub=W[,distinct=1][,depth=64][,index=NAME]``: exact cosine over the index's stored
+  vectors, then, when W > 0, the best ``depth`` re-ordered by ``cosine - W * density`` (the
+  stored density.npy; the engine's rule, exact instead of approximate search); ``distinct=1``
+  skips copies of a question already in the box (same ``text_key``)
+- ``bm25[:index=NAME]``: bm25s (the ``simqa eval`` baseline) over the records' embedded text
+  (title + question)
+- ``engine[:index=NAME]``: ``Index.search(text, k, min_score=-1)``, what
+  ``simqa query TEXT --index NAME -k 4 --min-score -1`` shows
+
+The default set: cosine (hub=0), hub0.25, hub0.5, bm25, engine. A new kind (a verifier over a
+configuration's candidates, say) is one function added to ``KINDS``.
+
+Pooling: every (question, consultation) in any run's top k is one pair, consultations whose
+title and question are equal but for case and spacing (``text_key``; MedQuAD repeats FAQ
+entries across its sources) being one pair, graded once. pool_blind.jsonl (for the graders)
+holds per pair only its opaque id, the query and the consultation's title, question and
+start of reply, sorted by question and then by the pair's hash: no configuration, rank or
+score. runs/pool.json keeps which configuration ranked which consultation where. When
+judgments.jsonl exists, pool_new.jsonl lists the pairs it does not grade yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import simqa
+from simqa import density as hubs
+from simqa.evaluate.judged import K, pair_id, text_key
+from simqa.evaluate.methods import BM25Method, Pool, parse_spec, top_k
+from simqa.index import Index, check_query
+from simqa.render import NO_REPLY, excerpt, title_of
+from simqa.threshold import KEEP_ALL
+
+HERE = Path(__file__).resolve().parent
+RUNS = HERE / "runs"
+QUESTIONS = HERE / "questions.jsonl"
+BLIND = HERE / "pool_blind.jsonl"
+NEW = HERE / "pool_new.jsonl"
+JUDGMENTS = HERE / "judgments.jsonl"
+DEFAULT_CONFIGS = (
+    "cosine=dense:hub=0",
+    "hub0.25=dense:hub=0.25",
+    "hub0.5=dense:hub=0.5",
+    "bm25=bm25",
+    "engine=engine",
+)
+#: how much of a consultation graders see
+QUESTION_CHARS = 1500
+REPLY_CHARS = 600
+
+#: per query, best first: [{id, text_key, score, rank_score}] (run() adds rank and pair_id)
+Ranked = list[list[dict[str, Any]]]
+
+
+@dataclass
+class Corpus:
+    """An opened index's live records in vector-id order, with their stored vectors."""
+
+    index: Index
+    ids: list[str]
+    texts: list[str]  # what was embedded (title + question)
+    keys: list[str]  # text_key of each: equal for word-for-word equal questions
+    position: dict[str, int]  # record id -> row
+    vectors: np.ndarray
+    density: np.ndarray | None  # per record, None when the index was built without it
+
+    @classmethod
+    def open(cls, name: str) -> Corpus:
+        index = simqa.open_index(name)
+        fields = index.manifest.embed_fields
+        vids, ids, texts, keys = [], [], [], []
+        # only the store pairs vector ids with records; see /work/notes/REQUESTS.md
+        for vid, record in index.snapshot.store.iter_records():
+            vids.append(vid)
+            ids.append(record.id)
+            texts.append(record.embedding_text(fields))
+            keys.append(text_key(texts[-1]))
+        emb_ids, emb = index.embeddings()
+        rows = np.searchsorted(emb_ids, np.asarray(vids, dtype=np.int64))
+        if not np.array_equal(np.asarray(emb_ids)[rows], vids):
+            raise SystemExit(f"index {name}: a record has no stored vector")
+        path = index.dir / "density.npy"
+        density = np.load(path)[rows] if path.exists() else None
+        vectors = np.asarray(emb[rows], dtype=np.float32)
+        position = {cid: row for row, cid in enumerate(ids)}
+        return cls(index, ids, texts, keys, position, vectors, density)
+
+    def hit(self, row: int, score: float, rank_score: float) -> dict[str, Any]:
+        return {
+            "id": self.ids[row],
+            "text_key": self.keys[row],
+            "score": float(score),
+            "rank_score": float(rank_score),
+        }
+
+    def describe(self) -> dict[str, Any]:
+        m = self.index.manifest
+        return {
+            "path": str(self.index.root),
+            "version": self.index.dir.name,
+            "created": m.created,
+            "updated": m.updated,
+            "records": len(self.ids),
+            "model": m.model,
+            "encoder": m.encoder,
+            "vector_index": m.vector_index.get("kind"),
+            "hub_penalty": m.hub_penalty,
+            "sources": m.sources,
+        }
+
+
+_corpora: dict[str, Corpus] = {}
+
+
+def corpus(name: str) -> Corpus:
+    if name not in _corpora:
+        _corpora[name] = Corpus.open(name)
+    return _corpora[name]
+
+
+def dense(queries: list[str], params: dict[str, str], default_index: str) -> tuple[Ranked, dict]:
+    c = corpus(params.get("index", default_index))
+    weight = float(params.get("hub", 0))
+    depth = int(params.get("depth", hubs.RERANK_DEPTH))
+    if weight and c.density is None:
+        raise SystemExit(f"index {c.index.root} has no density.npy; build it with a hub penalty")
+    distinct = params.get("distinct", "0") not in ("0", "false")
+    encoder = c.index.encoder
+    # one query per call, as `simqa query` encodes it
+    q = np.vstack([encoder.encode([check_query(t)]) for t in queries])
+    deep = weight or distinct
+    cand, cos = top_k(q @ c.vectors.T, max(depth, K) if deep else K)
+    out: Ranked = []
+    for rows, scores in zip(cand, cos, strict=True):
+        order = hubs.penalised(scores, c.density[rows], weight) if weight else scores
+        hits: list[dict[str, Any]] = []
+        shown: set[str] = set()
+        for j in np.argsort(-order, kind="stable"):
+            if distinct and c.keys[rows[j]] in shown:
+                continue  # a copy of a question already in the box
+            shown.add(c.keys[rows[j]])
+            hits.append(c.hit(rows[j], scores[j], order[j]))
+            if len(hits) == K:
+                break
+        out.append(hits)
+    how = {"exact": True, "hub_weight": weight, "distinct": distinct}
+    return out, {**how, "rerank_depth": depth if deep else None, "index": c.describe()}
+
+
+def bm25(queries: list[str], params: dict[str, str], default_index: str) -> tuple[Ranked, dict]:
+    c = corpus(params.get("index", default_index))
+    method = BM25Method("bm25")
+    rows, scores = method.rank(queries, Pool(c.texts), K)
+    out = [
+        [c.hit(i, s, s) for i, s in zip(row, sc, strict=True) if i >= 0]
+        for row, sc in zip(rows, scores, strict=True)
+    ]
+    how = {"texts": "title+question as embedded", "k1": method.k1, "b": method.b}
+    return out, {**how, "stemmer": bool(method.stemmer), "index": c.describe()}
+
+
+def engine(queries: list[str], params: dict[str, str], default_index: str) -> tuple[Ranked, dict]:
+    c = corpus(params.get("index", default_index))
+    out = [
+        [
+            c.hit(c.position[h.id], h.score, h.rank_score)
+            for h in c.index.search(text, k=K, min_score=KEEP_ALL)
+        ]
+        for text in queries
+    ]
+    return out, {"call": f"Index.search(text, k={K}, min_score={KEEP_ALL})", "index": c.describe()}
+
+
+Kind = Callable[[list[str], dict[str, str], str], tuple[Ranked, dict]]
+KINDS: dict[str, Kind] = {"dense": dense, "bm25": bm25, "engine": engine}
+
+
+def git(*args: str) -> str:
+    try:
+        return subprocess.run(
+            ["git", *args], cwd=HERE, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return ""
+
+
+def read_questions() -> list[dict[str, str]]:
+    return [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines()]
+
+
+def run(spec: str, questions: list[dict[str, str]], default_index: str) -> Path:
+    name, _, rest = spec.partition("=")
+    kind, params = parse_spec(rest)
+    if kind not in KINDS:
+        raise SystemExit(f"unknown kind {kind!r} in {spec!r}; choose from {', '.join(KINDS)}")
+    ranked, how = KINDS[kind]([q["text"] for q in questions], params, default_index)
+    result = {
+        "config": name,
+        "spec": spec,
+        "kind": kind,
+        "params": params,
+        "k": K,
+        "how": how,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty_src": bool(git("status", "--porcelain", "--", "src")),
+        "simqa_version": version("simqa"),
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()} x{os.cpu_count()}",
+        "questions": {
+            q["qid"]: [
+                {"rank": r + 1, "pair_id": pair_id(q["qid"], hit["text_key"]), **hit}
+                for r, hit in enumerate(hits)
+            ]
+            for q, hits in zip(questions, ranked, strict=True)
+        },
+    }
+    path = RUNS / f"{name}.json"
+    path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path
+
+
+def pool(questions: list[dict[str, str]]) -> dict[str, Any]:
+    """Write pool_blind.jsonl and runs/pool.json from every run file; return a summary."""
+    runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(RUNS.glob("*.json"))]
+    runs = [r for r in runs if "questions" in r]
+    pairs: dict[str, dict[str, Any]] = {}
+    where: dict[str, str] = {}  # consultation id -> index path it can be read from
+    for r in runs:
+        for qid, hits in r["questions"].items():
+            for hit in hits:
+                entry = pairs.setdefault(hit["pair_id"], {"qid": qid, "ids": [], "found_by": {}})
+                entry["found_by"].setdefault(r["config"], []).append([hit["rank"], hit["id"]])
+                if hit["id"] not in entry["ids"]:
+                    entry["ids"].append(hit["id"])
+                where.setdefault(hit["id"], r["how"]["index"]["path"])
+    texts = {q["qid"]: q["text"] for q in questions}
+    order = sorted(pairs, key=lambda pid: (pairs[pid]["qid"], pid))
+    indexes: dict[str, Index] = {}
+    lines = []
+    for pid in order:
+        # word-for-word equal questions are one pair; show the one with a reply, else the
+        # first id, so that the file does not depend on which configuration found which
+        records = []
+        for cid in sorted(pairs[pid]["ids"]):
+            if where[cid] not in indexes:
+                indexes[where[cid]] = simqa.open_index(where[cid])
+            records.append(indexes[where[cid]].get(cid))
+        record = next((x for x in records if x.reply), records[0])
+        pairs[pid]["shown"] = record.id
+        lines.append(
+            {
+                "pair_id": pid,
+                "qid": pairs[pid]["qid"],
+                "query": texts[pairs[pid]["qid"]],
+                "title": title_of(record),
+                "question": excerpt(record.question, QUESTION_CHARS),
+                "reply_start": excerpt(record.reply, REPLY_CHARS) if record.reply else NO_REPLY,
+            }
+        )
+    write_jsonl(BLIND, lines)
+    mapping = {
+        "k": K,
+        "configs": [r["config"] for r in runs],
+        "pairs": {p: pairs[p] for p in order},
+    }
+    (RUNS / "pool.json").write_text(json.dumps(mapping, indent=1) + "\n", encoding="utf-8")
+    summary = {"pairs": len(lines), "questions": len({x["qid"] for x in lines})}
+    if JUDGMENTS.exists():
+        judged = {json.loads(x)["pair_id"] for x in JUDGMENTS.read_text().splitlines() if x.strip()}
+        new = [x for x in lines if x["pair_id"] not in judged]
+        write_jsonl(NEW, new)
+        summary["not_yet_judged"] = len(new)
+    per_q = [sum(1 for x in lines if x["qid"] == q["qid"]) for q in questions]
+    summary["pairs_per_question"] = {"min": min(per_q), "max": max(per_q), "mean": np.mean(per_q)}
+    return summary
+
+
+def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--index", default="consults", help="index name or path (default)")
+    parser.add_argument(
+        "--config", action="append", help="NAME=KIND:key=value,... (default: the five)"
+    )
+    parser.add_argument("--force", action="store_true", help="re-run configs already run")
+    parser.add_argument("--pool-only", action="store_true", help="only rebuild the pool files")
+    args = parser.parse_args()
+    RUNS.mkdir(exist_ok=True)
+    questions = read_questions()
+    if not args.pool_only:
+        for spec in args.config or DEFAULT_CONFIGS:
+            name = spec.partition("=")[0]
+            if (RUNS / f"{name}.json").exists() and not args.force:
+                print(f"{name}: run exists (--force to redo)")
+                continue
+            print(f"{name}: wrote {run(spec, questions, args.index).relative_to(HERE)}")
+    print(json.dumps(pool(questions), indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
