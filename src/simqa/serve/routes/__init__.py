@@ -1,0 +1,1 @@
+"""One router per resource: search (the box), consultations, info, pages."""

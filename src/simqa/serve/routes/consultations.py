@@ -1,0 +1,115 @@
+"""Consultations themselves: read one; add, update or delete with the write token.
+
+Writes go through ``Index.add`` / ``Index.delete``, which hold the index's writer lock and
+return once the new version is durable and published; they run in a worker thread, so the
+event loop, and every read, goes on meanwhile.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from simqa.errors import SimqaError, UnknownConsultation
+from simqa.index import Index
+from simqa.records import Consultation
+from simqa.serve.deps import live_index, require_writer
+from simqa.serve.models import ERRORS, WriteOut
+
+router = APIRouter(prefix="/v1/consultations", tags=["consultations"], responses=ERRORS)
+
+WRITE_ERRORS = {
+    401: {"description": "no Authorization: Bearer TOKEN"},
+    403: {"description": "wrong token, or writes disabled (no --write-token)"},
+    413: {"description": "body over the size limit"},
+}
+_RECORDS_SCHEMA = {
+    "type": "array",
+    "items": {
+        "type": "object",
+        "required": ["id"],
+        "properties": {
+            f.name: {"type": "array", "items": {"type": "string"}}
+            if f.name == "tags"
+            else {"type": "array", "items": {"type": "object"}}
+            if f.name == "other_replies"
+            else {"type": "string"}
+            for f in fields(Consultation)
+        },
+    },
+}
+
+
+@router.get("/{record_id:path}")
+def get(record_id: str, request: Request) -> JSONResponse:
+    """One consultation, every field (the record as ingested)."""
+    return JSONResponse(live_index(request).get(record_id).to_dict())
+
+
+@router.post(
+    "",
+    response_model=WriteOut,
+    responses=WRITE_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": _RECORDS_SCHEMA}},
+            "description": "A JSON list of consultations (the JSONL fields); an id that is "
+            "already indexed is updated.",
+        }
+    },
+)
+async def add(request: Request) -> JSONResponse:
+    """Add or update consultations; returns when the write is durable and published."""
+    require_writer(request)  # before the body is read: no token, no parsing
+    body = await request.body()
+    index = live_index(request)
+    result = await run_in_threadpool(lambda: index.add(parse_records(body)))
+    return JSONResponse(_plain(result))
+
+
+@router.delete("/{record_id:path}", response_model=WriteOut, responses=WRITE_ERRORS)
+async def delete(record_id: str, request: Request) -> JSONResponse:
+    """Take a consultation down: it leaves the records and the vectors in one write."""
+    require_writer(request)
+    index = live_index(request)
+    return JSONResponse({"deleted": await run_in_threadpool(delete_one, index, record_id)})
+
+
+def delete_one(index: Index, record_id: str) -> int:
+    index.get(record_id)  # an unknown id is a 404, not an empty new version
+    removed = index.delete([record_id])
+    if not removed:  # another writer deleted it meanwhile
+        raise UnknownConsultation(f"no consultation with id {record_id!r} in this index")
+    return removed
+
+
+def parse_records(body: bytes) -> list[Consultation]:
+    """A JSON list of records, each read as ``simqa build`` reads a JSONL line."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SimqaError(f"malformed JSON: {exc}") from None
+    if not isinstance(data, list) or not data:
+        raise SimqaError("expected a non-empty JSON list of consultations")
+    records = []
+    for number, item in enumerate(data):
+        if not isinstance(item, dict):
+            raise SimqaError(f"record {number}: expected an object, got {type(item).__name__}")
+        try:
+            records.append(Consultation.from_dict(item))
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise SimqaError(f"record {number}: {exc}") from None
+    ids = [r.id for r in records]
+    if len(set(ids)) != len(ids):
+        raise SimqaError("the same id appears twice in one request")
+    return records
+
+
+def _plain(result: Any) -> Any:
+    return json.loads(json.dumps(result, default=str))
