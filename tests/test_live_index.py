@@ -1,0 +1,279 @@
+"""A live index: concurrent writers, readers that survive writes, deletes, killed writers.
+
+Real `simqa` processes write to one index on disk while others read it; writers are killed
+with SIGKILL at random moments. Small corpora of real questions keep it fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from filelock import FileLock
+
+import simqa
+from simqa import Consultation
+from simqa.errors import IndexMissing, UnknownConsultation
+from simqa.index import layout
+
+from .conftest import QUESTION_DOCTOR
+from .test_cli import assert_short_error, run
+
+
+@pytest.fixture(scope="module")
+def real() -> list[Consultation]:
+    """300 real QuestionDoctors consultations."""
+    from simqa.ingest import load
+
+    return list(load([QUESTION_DOCTOR]))[:300]
+
+
+def write_jsonl(path: Path, records: list[Consultation]) -> Path:
+    path.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in records))
+    return path
+
+
+def batches(real: list[Consultation], n: int, size: int) -> list[list[Consultation]]:
+    """n batches of new consultations (fresh ids, real questions)."""
+    pool = real[100:]
+    return [
+        [
+            Consultation(id=f"w{b}-{i}", title=r.title, question=r.question, reply=r.reply)
+            for i, r in enumerate(pool[b * size : (b + 1) * size])
+        ]
+        for b in range(n)
+    ]
+
+
+def ids_of(path: Path) -> set[str]:
+    return {r.id for r in simqa.open_index(path).records()}
+
+
+def simqa_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "simqa", *args]
+
+
+@pytest.mark.parametrize("writers", [2, 8])
+def test_concurrent_appends_all_land(tmp_path, real, writers):
+    path = tmp_path / "idx"
+    simqa.build(real[:100], path)
+    files = [
+        write_jsonl(tmp_path / f"b{i}.jsonl", b) for i, b in enumerate(batches(real, writers, 5))
+    ]
+    procs = [
+        subprocess.Popen(
+            simqa_cmd("build", str(f), "--index", str(path), "--append", "-q"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for f in files
+    ]
+    for p in procs:
+        _out, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err
+        assert "Traceback" not in err
+    expected = {r.id for r in real[:100]} | {f"w{b}-{i}" for b in range(writers) for i in range(5)}
+    assert ids_of(path) == expected
+    index = simqa.open_index(path, verify=True)
+    assert len(index) == len(expected) and len(index.snapshot.vectors) == len(expected)
+    assert not list(path.glob(".staging-*"))
+
+
+def test_reader_survives_writes_and_follows_them(tmp_path, real):
+    path = tmp_path / "idx"
+    simqa.build(real[:100], path)
+    reader = simqa.open_index(path, refresh_every=None)
+    before = reader.search(real[0].question, k=1)[0].id
+    new = Consultation(
+        id="fresh", title="Toenail fungus", question="My big toenail is thick and yellow"
+    )
+    for round_ in range(3):  # three publishes: the reader's version stays within the grace period
+        other = Consultation(id=f"x{round_}", question=real[200 + round_].question)
+        simqa.build([new, other] if round_ == 0 else [other], path, append=True)
+    # the reader still answers from the version it opened
+    assert reader.search(real[0].question, k=1)[0].id == before
+    with pytest.raises(UnknownConsultation):
+        reader.get("fresh")
+    assert reader.refresh() is True and reader.refresh() is False
+    assert reader.search("thick yellow toenail", k=1)[0].id == "fresh"
+    # a reader that refreshes by itself sees the next write without being told
+    auto = simqa.open_index(path, refresh_every=0.0)
+    simqa.build([Consultation(id="later", question="Hiccups that last for two days")], path,
+                append=True)  # fmt: skip
+    assert auto.search("hiccups for days", k=1)[0].id == "later"
+
+
+def test_threads_share_one_index_while_it_is_written(tmp_path, real):
+    path = tmp_path / "idx"
+    simqa.build(real[:100], path)
+    index = simqa.open_index(path, refresh_every=0.0)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def read(i: int) -> int:
+        hits = index.search(real[i % 100].question, k=3, min_score=-1)
+        assert hits[0].id == real[i % 100].id
+        index.similar(real[i % 100].id, k=3)
+        return len(hits)
+
+    def write() -> None:
+        try:
+            for b, batch in enumerate(batches(real, 4, 5)):
+                simqa.open_index(path).add(batch)
+                if b == 1:
+                    simqa.open_index(path).delete([real[5].id])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            stop.set()
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    with ThreadPoolExecutor(4) as pool:
+        rounds = 0
+        while not stop.is_set() or rounds < 2:
+            assert all(n == 3 for n in pool.map(read, range(6, 86)))
+            rounds += 1
+    writer.join()
+    assert not errors
+    index.refresh()
+    assert len(index) == 100 + 20 - 1
+    with pytest.raises(UnknownConsultation):
+        index.similar(real[5].id)
+
+
+def test_delete_takes_a_consultation_down(tmp_path, real):
+    path = tmp_path / "idx"
+    index = simqa.build(real[:100], path)
+    target = real[3]
+    assert index.search(target.question, k=1)[0].id == target.id
+    assert index.delete([target.id, "no-such-id"]) == 1
+    assert target.id not in {h.id for h in index.search(target.question, k=10)}
+    with pytest.raises(UnknownConsultation, match="no consultation"):
+        index.similar(target.id)
+    assert len(index) == 99 and len(index.snapshot.vectors) == 99
+    # the command line, and an id that was never there
+    assert run("delete", real[4].id, "--index", str(path)).returncode == 0
+    assert real[4].id not in ids_of(path)
+    assert_short_error(run("delete", "nope", "--index", str(path)), "no consultation")
+    assert_short_error(run("similar", real[4].id, "--index", str(path)), "no consultation")
+
+
+def test_append_refuses_options_it_cannot_change(tmp_path, real):
+    path = tmp_path / "idx"
+    simqa.build(real[:40], path)
+    extra = write_jsonl(tmp_path / "x.jsonl", batches(real, 1, 2)[0])
+    for flag, value in (("--fields", "question"), ("--index-type", "hnsw"), ("--recall", "0.9")):
+        result = run("build", str(extra), "--index", str(path), "--append", flag, value)
+        assert_short_error(result, f"{flag} cannot change on an append")
+    assert len(ids_of(path)) == 40
+
+
+def test_second_writer_waits_then_gives_up_in_one_line(tmp_path, real):
+    path = tmp_path / "idx"
+    simqa.build(real[:40], path)
+    extra = write_jsonl(tmp_path / "x.jsonl", batches(real, 1, 2)[0])
+    with FileLock(str(path / layout.LOCK)):
+        result = run("build", str(extra), "--index", str(path), "--append", "--wait", "1")
+    assert_short_error(result, "gave up")
+    assert len(ids_of(path)) == 40
+
+
+def _kill_at_random(cmd: list[str], delay: float) -> int | None:
+    """Run cmd, SIGKILL it after ``delay`` seconds unless it ended; its exit code or None."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        return None
+
+
+def _duration(cmd: list[str]) -> float:
+    started = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def test_appends_killed_at_random_moments_lose_nothing(tmp_path, real):
+    path = tmp_path / "idx"
+    simqa.build(real[:100], path)
+    rng = random.Random(7)
+    trials = 24
+    files = [
+        write_jsonl(tmp_path / f"k{i}.jsonl", b) for i, b in enumerate(batches(real, trials + 1, 4))
+    ]
+    # time one whole append, then kill the others anywhere from start-up to just past its end
+    full = _duration(simqa_cmd("build", str(files[-1]), "--index", str(path), "--append", "-q"))
+    committed = {r.id for r in real[:100]} | {f"w{trials}-{i}" for i in range(4)}
+    outcomes = {"completed": 0, "killed": 0}
+    for t in range(trials):
+        cmd = simqa_cmd("build", str(files[t]), "--index", str(path), "--append", "-q")
+        code = _kill_at_random(cmd, rng.uniform(0.3 * full, 1.1 * full))
+        batch = {f"w{t}-{i}" for i in range(4)}
+        present = ids_of(path)  # opens, so the index is readable after every kill
+        if code == 0:
+            outcomes["completed"] += 1
+            committed |= batch
+        else:
+            assert code is None
+            outcomes["killed"] += 1
+            assert not (batch & present) or batch <= present  # all of a write or none
+            committed |= batch & present
+        assert committed == present
+        index = simqa.open_index(path, verify=True)
+        assert index.search(real[0].question, k=1)[0].id == real[0].id
+    assert outcomes["killed"] >= trials // 3
+    # the next write clears whatever the killed ones left
+    simqa.build([Consultation(id="after", question="Ringing in my ears at night")], path,
+                append=True)  # fmt: skip
+    assert not list(path.glob(".staging-*")) and not list(path.glob(".CURRENT.*"))
+    live = layout.current_version(path).name
+    assert all(v.name <= live for v in path.glob("v[0-9]*"))
+
+
+def test_killed_first_build_leaves_no_index_or_a_whole_one(tmp_path, real):
+    source = write_jsonl(tmp_path / "all.jsonl", real[:60])
+    rng = random.Random(3)
+    full = _duration(simqa_cmd("build", str(source), "--index", str(tmp_path / "timing"), "-q"))
+    seen = set()
+    for t in range(6):
+        path = tmp_path / f"idx{t}"
+        code = _kill_at_random(simqa_cmd("build", str(source), "--index", str(path), "-q"),
+                               rng.uniform(0.3 * full, 1.1 * full))  # fmt: skip
+        try:
+            complete = len(ids_of(path)) == 60
+            seen.add("whole")
+        except IndexMissing:
+            complete = False
+            seen.add("none")
+        assert complete or code is None
+        rebuilt = run("build", str(source), "--index", str(path), "-q")
+        assert rebuilt.returncode == 0, rebuilt.stderr
+        assert len(ids_of(path)) == 60 and not list(path.glob(".staging-*"))
+    assert seen  # at least one outcome observed; both are acceptable
+
+
+def test_superseded_versions_are_removed_after_the_grace_period(tmp_path, real, monkeypatch):
+    path = tmp_path / "idx"
+    simqa.build(real[:30], path)
+    for i in range(3):
+        simqa.build([Consultation(id=f"g{i}", question=real[40 + i].question)], path, append=True)
+    assert len(list(path.glob("v[0-9]*"))) == 4  # all within the grace period
+    old = time.time() - layout.GRACE_SECONDS - 5
+    for v in path.glob("v[0-9]*"):
+        os.utime(v, (old, old))
+    simqa.build([Consultation(id="g9", question=real[50].question)], path, append=True)
+    # only the live version and its predecessor (superseded just now) remain
+    assert sorted(v.name for v in path.glob("v[0-9]*")) == ["v000004", "v000005"]
