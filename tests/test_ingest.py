@@ -74,8 +74,10 @@ def test_seed_page_parses_to_its_fields() -> None:
     assert (record.doctor, record.department) == ("Ding Xianwei", "Neurosurgery")
     assert record.reply == SEED_REPLY  # the doctor's reply only, not More Info
     assert record.reply_date == "2013/02/10"
-    assert record.tags == ["Leg", "Sleep", "Cramps", "Leg Numbness", "Body Shaking",
-                           "Foot Numbness", "Tremors", "Eyelid Muscle Twitching", "Feet"]
+    assert record.tags == [  # the Related FAQ lines, departments kept ("(Neurology)" alone is none)
+        "Leg(Neurology)", "Sleep(Neurology)", "Cramps(Neurosurgery)", "Leg Numbness(Neurology)",
+        "Body Shaking(Neurology)", "Foot Numbness(Neurosurgery)", "Tremors(Neurology)",
+        "Eyelid Muscle Twitching(Neurology)", "Feet(Neurosurgery)"]
     assert record.source == "page" and record.url == "" and record.other_replies == []
 
 
@@ -120,11 +122,11 @@ def test_several_pages_in_one_file(tmp_path: Path) -> None:
         "Sudden knee pain when climbing stairs (Related FAQ?)",
         "Persistent dry cough at night"]
     seed_record, knee, cough = records
-    assert seed_record.question == SEED_QUESTION and seed_record.tags[-1] == "Feet"
+    assert seed_record.question == SEED_QUESTION and seed_record.tags[-1] == "Feet(Neurosurgery)"
     assert knee.question.endswith("after running.") and knee.reply == "Rest the knee and apply ice."
     assert (knee.doctor, knee.department, knee.asker_sex, knee.asker_age) == (
         "Wang Ming", "Orthopedics", "male", "40~49")
-    assert knee.tags == ["Knee", "Running"]
+    assert knee.tags == ["Knee(Orthopedics)", "Running(Rehabilitation)"]
     assert cough.reply == "Please get a chest X-ray." and cough.tags == []
     assert all(r.id.startswith("page-") for r in records)
     assert len({r.id for r in records}) == 3

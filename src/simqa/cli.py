@@ -196,7 +196,8 @@ def query(
     ] = None,
 ) -> None:
     """Find the consultations most similar to a free-text question."""
-    from simqa.index import Index
+    from simqa.index import Index, check_k
+    from simqa.related import NEIGHBOURS, related_faq
     from simqa.render import render
 
     if (text is None) == (file is None):
@@ -205,7 +206,9 @@ def query(
     filters = {"department": department, "source": source, "tag": tag, "since": since,
                "until": until, "min_score": min_score}  # fmt: skip
     if file is None:
-        _echo(render(idx.search(text, k, **filters), format, min_score=idx.min_score(min_score)))
+        hits = idx.search(text, max(check_k(k), NEIGHBOURS), **filters)  # Related FAQ pools more
+        _echo(render(hits[:k], format, min_score=idx.min_score(min_score),
+                     related=related_faq(None, hits)))  # fmt: skip
         return
     lines = _read_lines(file)
     for start in range(0, len(lines), 256):
@@ -248,25 +251,65 @@ def similar(
     until: UntilOpt = None,
     min_score: MinScoreOpt = None,
     encoder: EncoderOpt = None,
+    every: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Every consultation's box: one JSON line each to --out FILE (or "
+            "stdout); with --format html or markdown, one fragment file each in --out DIR.",
+        ),
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="With --all: where to write.")] = None,
 ) -> None:
     """Find the consultations most similar to an indexed one, or to a page file."""
-    from simqa.index import Index
+    from simqa.index import Index, check_k
     from simqa.ingest import load
+    from simqa.related import NEIGHBOURS, related_faq
     from simqa.render import render
 
-    if (record_id is None) == (page is None):
-        raise SimqaError("give either a consultation ID or --page FILE")
+    if [record_id is not None, page is not None, every].count(True) != 1:
+        raise SimqaError("give one of: a consultation ID, --page FILE or --all")
+    if out is not None and not every:
+        raise SimqaError("--out goes with --all")
     idx = Index.open(index, encoder=encoder)
     filters = {"department": department, "source": source, "tag": tag, "since": since,
                "until": until, "min_score": min_score}  # fmt: skip
+    if every:
+        from simqa.boxes import write_boxes
+
+        write_boxes(idx, k, format=format, out=out, progress=sys.stderr.isatty(), **filters)
+        return
     if page is not None:
         records = list(load([page], format="page", strict=True))
         if not records:
             raise SimqaError(f"{page} holds no consultation page")
-        hits = idx.similar_to(records[0], k, **filters)
+        own = records[0]
+        hits = idx.similar_to(own, max(check_k(k), NEIGHBOURS), **filters)  # FAQ pools more
     else:
-        hits = idx.similar(record_id, k, **filters)
-    _echo(render(hits, format, min_score=idx.min_score(min_score)))
+        own = idx.get(record_id)
+        hits = idx.similar(record_id, max(check_k(k), NEIGHBOURS), **filters)
+    _echo(render(hits[:k], format, min_score=idx.min_score(min_score),
+                 related=related_faq(own, hits)))  # fmt: skip
+
+
+@app.command()
+def duplicates(
+    index: IndexOpt = "default",
+    min_score: Annotated[
+        float, typer.Option(help="Cosine at or above which two questions are duplicates.")
+    ] = 0.95,
+    format: Annotated[str, typer.Option("--format", "-f", help="text, json or csv.")] = "text",
+    groups: Annotated[
+        bool, typer.Option("--groups", help="List groups of duplicates instead of pairs.")
+    ] = False,
+) -> None:
+    """List pairs (or groups) of consultations whose questions are near-identical."""
+    from simqa.duplicates import find_duplicates
+    from simqa.duplicates import render as render_duplicates
+    from simqa.index import Index
+
+    found = find_duplicates(Index.open(index), min_score)
+    _echo(render_duplicates(found, format, groups=groups))
 
 
 @app.command()

@@ -11,7 +11,8 @@ A page reads, line by line::
     More Info            (optional section: background text, not the doctor's reply)
     Similar Q&A          (optional: entries of title, question start, Dr line,
                           reply start ending in "[Read More] TITLE")
-    Related FAQ          (optional: "Topic(Department)" lines)
+    Related FAQ          (optional: "Topic(Department)" lines, kept as the record's tags
+                          with their departments: "Leg(Neurology)", see simqa.related)
 
 Where pages start (several pages in one file): every page has exactly one asker line
 (a line ending in ``Ask Date: <date>``). The title and question are the lines just above
@@ -39,6 +40,7 @@ from simqa.errors import BadRecord
 from simqa.ingest.report import Problem
 from simqa.ingest.text import one_line, read_text, stable_id, tidy
 from simqa.records import Consultation
+from simqa.related import join_tag
 
 EXTENSIONS = (".txt", ".page")
 
@@ -156,6 +158,7 @@ def _parse_span(lines: list[str], span: _Span) -> Consultation:
         reply.append(stripped)
 
     tags: list[str] = []
+    topics: set[str] = set()
     faq = [j for j in range(i, len(body)) if body[j].strip() == FAQ]
     if faq:
         for line in body[faq[-1] + 1 :]:
@@ -163,8 +166,9 @@ def _parse_span(lines: list[str], span: _Span) -> Consultation:
             if not match:
                 break
             topic = one_line(match.group("topic"))
-            if topic and topic not in tags:
-                tags.append(topic)
+            if topic and topic.casefold() not in topics:  # "(Neurology)" alone names no topic
+                topics.add(topic.casefold())
+                tags.append(join_tag(topic, one_line(match.group("dept"))))
     return Consultation(
         id=stable_id("page", title, question), question=question, title=title,
         reply=tidy("\n".join(reply)), doctor=doctor, department=department, asker_sex=sex,

@@ -1,0 +1,135 @@
+"""Every consultation's box at once, as a site computes them when its corpus changes.
+
+``simqa similar --all`` writes one JSON line per consultation (its Similar Q&A hits and its
+Related FAQ), or with ``--format html|markdown --out DIR`` one embeddable fragment file per
+consultation. The hits come from ``Index.similar_all``: the stored vectors, searched in
+batches, never re-encoded; they equal ``Index.similar`` of each id.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from hashlib import sha1
+from pathlib import Path
+from typing import IO, Any, Unpack
+from urllib.parse import quote
+
+from simqa.errors import SimqaError
+from simqa.index import Filters, Hit, Index, check_k
+from simqa.related import NEIGHBOURS, Topic, rank_topics, topics_of
+from simqa.render import box_json, render
+
+#: --all with these formats writes one file per consultation into a folder
+FRAGMENT_FORMATS = {"html": ".html", "markdown": ".md"}
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
+
+
+@dataclass
+class Box:
+    """One consultation's Similar Q&A hits and Related FAQ topics."""
+
+    id: str
+    hits: list[Hit]
+    related: list[Topic]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, **box_json(self.hits, self.related)}
+
+
+def all_boxes(
+    index: Index, k: int = 4, *, batch_size: int = 256, **filters: Unpack[Filters]
+) -> Iterator[Box]:
+    """Every consultation's box, in the index's order. The Related FAQ pools the tags of
+    ``related.NEIGHBOURS`` neighbours (the box shows the first ``k`` of them)."""
+    wide = max(check_k(k), NEIGHBOURS)
+    own = {record.id: topics_of(record) for record in index.records()}
+    for record_id, hits in index.similar_all(wide, batch_size=batch_size, **filters):
+        scored = [(own.get(record_id, []), 1.0)]
+        scored += [(topics_of(h.record), h.score) for h in hits]
+        yield Box(record_id, hits[:k], rank_topics(scored))
+
+
+def fragment_name(record_id: str, suffix: str) -> str:
+    """A file name for a consultation's fragment: the id itself when it is a plain name,
+    else percent-encoded (never hidden, never a path; overlong ids end in a hash)."""
+    if _PLAIN_NAME.fullmatch(record_id):
+        return record_id + suffix
+    name = quote(record_id, safe="")
+    if name.startswith("."):
+        name = "%2E" + name[1:]
+    if len(name) > 150:
+        name = name[:120] + "~" + sha1(record_id.encode("utf-8")).hexdigest()[:16]
+    return name + suffix
+
+
+def write_boxes(
+    index: Index,
+    k: int = 4,
+    *,
+    format: str = "json",
+    out: Path | None = None,
+    progress: bool = False,
+    **filters: Unpack[Filters],
+) -> int:
+    """Write every box: JSON lines to ``out`` (stdout when None), or with an html/markdown
+    ``format`` one fragment per consultation into the folder ``out``. Returns the count."""
+    boxes = all_boxes(index, k, **filters)
+    if progress:
+        from tqdm.auto import tqdm
+
+        boxes = tqdm(boxes, total=len(index), unit="box", file=sys.stderr)
+    if format in FRAGMENT_FORMATS:
+        if out is None:
+            raise SimqaError(
+                f"--all --format {format} writes one file per consultation: "
+                "give a folder with --out DIR"
+            )
+        return _write_fragments(boxes, format, out, index.min_score(filters.get("min_score")))
+    if format not in ("json", "text"):
+        raise SimqaError(f"--all writes JSON lines, or html/markdown files: not {format!r}")
+    if out is None:
+        return _write_lines(boxes, sys.stdout)
+    if out.is_dir():
+        raise SimqaError(f"--out {out} is a folder; JSON lines go to a file")
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        with partial.open("w", encoding="utf-8") as handle:
+            count = _write_lines(boxes, handle)
+        os.replace(partial, out)  # a complete file or none
+    except OSError as err:
+        partial.unlink(missing_ok=True)
+        raise SimqaError(f"cannot write {out}: {err.strerror or err}") from None
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    return count
+
+
+def _write_lines(boxes: Iterator[Box], handle: IO[str]) -> int:
+    count = 0
+    for box in boxes:
+        handle.write(json.dumps(box.to_json(), ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def _write_fragments(
+    boxes: Iterator[Box], format: str, folder: Path, min_score: float | None
+) -> int:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise SimqaError(f"cannot create folder {folder}: {err.strerror or err}") from None
+    count = 0
+    for box in boxes:
+        text = render(box.hits, format, min_score=min_score, related=box.related)
+        (folder / fragment_name(box.id, FRAGMENT_FORMATS[format])).write_text(
+            text, encoding="utf-8"
+        )
+        count += 1
+    return count
