@@ -33,11 +33,17 @@ def hit(record: Consultation, score: float = 0.8) -> Hit:
 
 def test_tags_keep_a_department_only_where_one_is_written():
     assert split_tag("Leg(Neurology)") == ("Leg", "Neurology")
-    assert split_tag("Eyelid Muscle Twitching(Neurology)") == ("Eyelid Muscle Twitching",
-                                                                "Neurology")  # fmt: skip
+    assert split_tag("Eyelid Muscle Twitching(Neurology)") == (
+        "Eyelid Muscle Twitching",
+        "Neurology",
+    )
     # parentheses inside real QuestionDoctors and MedQuAD topics are not departments
-    for tag in ("i suffer from familial mediterranean fever(fmf)", "Prothrombin time (PT)",
-                "belviq xr(20mg) and phentermine(15mg) for weight loss", "(Neurology)"):  # fmt: skip
+    for tag in (
+        "i suffer from familial mediterranean fever(fmf)",
+        "Prothrombin time (PT)",
+        "belviq xr(20mg) and phentermine(15mg) for weight loss",
+        "(Neurology)",
+    ):
         assert split_tag(tag)[1] == "", tag
     assert join_tag("Leg", "Neurology") == "Leg(Neurology)"
     assert join_tag("Leg", "") == "Leg"
@@ -99,7 +105,9 @@ def test_related_faq_in_markdown_and_html(fmt):
         assert out.endswith("## Related FAQ\n\n- Leg(Neurology)\n- Cramps\n")
     else:
         assert '<section class="related-faq">' in out
-        assert '<li><span class="topic">Leg</span><span class="department">(Neurology)</span>' in out
+        assert (
+            '<li><span class="topic">Leg</span><span class="department">(Neurology)</span>' in out
+        )
         assert '<li><span class="topic">Cramps</span></li>' in out
     assert "Related FAQ" not in render([hit(record)], fmt)
 
@@ -113,8 +121,9 @@ def test_cli_prints_the_related_faq_of_a_page(tmp_path):
     lines = out.stdout.splitlines()
     faq = lines[lines.index("Related FAQ") + 1 :]
     assert faq[:2] == ["Leg(Neurology)", "Sleep(Neurology)"]
-    as_json = run("query", "legs jerk as I fall asleep", "--index", str(tmp_path / "idx"),
-                  "--format", "json")  # fmt: skip
+    as_json = run(
+        "query", "legs jerk as I fall asleep", "--index", str(tmp_path / "idx"), "--format", "json"
+    )
     box = json.loads(as_json.stdout)
     assert {"topic": "Leg", "department": "Neurology"} in box["related_faq"]
 
@@ -124,10 +133,12 @@ def test_cli_prints_the_related_faq_of_a_page(tmp_path):
 
 def test_question_that_only_repeats_its_title_is_shown_once():
     record = Consultation(
-        id="hiv", title="Is my anti hiv test conclusive or need retest?",
-        question="Is my Anti Hiv Test Conclusive or need retest?", doctor="Ayman Darrag",
+        id="hiv",
+        title="Is my anti hiv test conclusive or need retest?",
+        question="Is my Anti Hiv Test Conclusive or need retest?",
+        doctor="Ayman Darrag",
         reply="Your results are enough.",
-    )  # fmt: skip
+    )
     lines = render([hit(record)]).split("\n")
     assert lines == [
         "Similar Q&A",
@@ -148,7 +159,8 @@ def test_question_excerpt_starts_after_the_repeated_title():
     assert question_after_title("", question) == question
     # a title of two sentences
     assert question_after_title("Knee pain. Help!", "Knee pain! Help. It is swollen.") == (
-        "It is swollen.")  # fmt: skip
+        "It is swollen."
+    )
 
 
 def test_real_questiondoctors_boxes_never_repeat_the_title(consult_index):
@@ -165,9 +177,16 @@ def test_real_questiondoctors_boxes_never_repeat_the_title(consult_index):
 
 def test_only_http_urls_become_links():
     assert safe_url("https://questiondoctors.com/a/") == "https://questiondoctors.com/a/"
-    for bad in ("javascript:alert(1)", "JavaScript:alert(1)", " javascript:alert(1)",
-                "data:text/html;base64,PHNjcmlwdD4=", "vbscript:x", "//evil.example/x",
-                "http:alert(1)", "file:///etc/passwd"):  # fmt: skip
+    for bad in (
+        "javascript:alert(1)",
+        "JavaScript:alert(1)",
+        " javascript:alert(1)",
+        "data:text/html;base64,PHNjcmlwdD4=",
+        "vbscript:x",
+        "//evil.example/x",
+        "http:alert(1)",
+        "file:///etc/passwd",
+    ):
         assert safe_url(bad) == "", bad
     evil = Consultation(id="x", title="Click me", question="q?", url="javascript:alert(1)")
     good = Consultation(id="y", title="Fine", question="q2?", url="https://a.example/p?q=1&r=2")
@@ -180,8 +199,9 @@ def test_only_http_urls_become_links():
 
 
 def test_markdown_link_cannot_be_broken_out_of():
-    record = Consultation(id="x", title="T", question="q?",
-                          url="https://a.example/x) [pwn](https://evil.example")  # fmt: skip
+    record = Consultation(
+        id="x", title="T", question="q?", url="https://a.example/x) [pwn](https://evil.example"
+    )
     md = render([hit(record)], "markdown")
     link = re.search(r"### \[T\]\((\S+)\)\n", md)
     assert link and "(" not in link.group(1) and ")" not in link.group(1)
@@ -191,9 +211,13 @@ def test_markdown_link_cannot_be_broken_out_of():
 @pytest.mark.parametrize("fmt", ["text", "markdown", "html"])
 def test_control_characters_never_reach_the_output(fmt):
     record = Consultation(
-        id="x\x1b[2J", title="Leg \x1b[31mpain\x1b[0m\x07", question="Why\x00 \u202eesrever\u202c?",
-        doctor="Lee\x9b1m", department="Neuro\x08logy", reply="Rest.\r\x1b]0;owned\x07",
-    )  # fmt: skip
+        id="x\x1b[2J",
+        title="Leg \x1b[31mpain\x1b[0m\x07",
+        question="Why\x00 \u202eesrever\u202c?",
+        doctor="Lee\x9b1m",
+        department="Neuro\x08logy",
+        reply="Rest.\r\x1b]0;owned\x07",
+    )
     out = render([hit(record)], fmt, related=[Topic("Leg\x1b[1m", "Neuro\x7flogy")])
     assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]", out)
     assert "pain" in out and "Neurology" in out

@@ -97,10 +97,15 @@ def _brief(record: Consultation) -> dict[str, str]:
 
 
 def similar_pairs(
-    vectors: np.ndarray, min_score: float = DEFAULT_MIN_SCORE, *, nprobe: int = NPROBE
+    vectors: np.ndarray,
+    min_score: float = DEFAULT_MIN_SCORE,
+    *,
+    nprobe: int = NPROBE,
+    exact_max: int = EXACT_MAX,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every pair ``i < j`` of rows of ``vectors`` (unit length) whose inner product is at
-    least ``min_score``, as arrays (i, j, score) sorted best first."""
+    least ``min_score``, as arrays (i, j, score) sorted best first; exact up to
+    ``exact_max`` vectors, through an inverted file probing ``nprobe`` lists above."""
     if not -1 <= min_score <= 1:
         raise SimqaError(f"--min-score must be a cosine between -1 and 1, got {min_score}")
     x = np.ascontiguousarray(vectors, dtype=np.float32)
@@ -108,7 +113,7 @@ def similar_pairs(
     if n < 2:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0, dtype=np.float32)
-    if n <= EXACT_MAX:
+    if n <= exact_max:
         index: faiss.Index = faiss.IndexFlatIP(dim)
     else:
         nlist = int(math.sqrt(n))
