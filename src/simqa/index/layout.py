@@ -119,7 +119,8 @@ def is_empty_or_ours(root: Path) -> bool:
     if not root.exists():
         return True
     return all(
-        p.name in (CURRENT, LOCK) or p.name.startswith((STAGING_PREFIX, f".{CURRENT}."))
+        p.name in (CURRENT, LOCK)
+        or p.name.startswith((STAGING_PREFIX, f".{CURRENT}."))
         or _VERSION.fullmatch(p.name)
         for p in root.iterdir()
     )

@@ -197,9 +197,7 @@ class Index:
         vector = np.asarray(snapshot.emb[row], dtype=np.float32)
         return self._search(snapshot, vector, k, [{text_hash}], filters)[0]
 
-    def similar_to(
-        self, record: Consultation, k: int = 5, **filters: Unpack[Filters]
-    ) -> list[Hit]:
+    def similar_to(self, record: Consultation, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]:
         """Neighbours of a consultation that need not be indexed (e.g. a page file)."""
         check_k(k)
         snapshot = self.snapshot
@@ -256,30 +254,41 @@ class Index:
         allowed = snapshot.store.vids_where(where) if where else None
         total = len(snapshot.vectors)
         depth = max(k + SPARE, hubs.RERANK_DEPTH if snapshot.density is not None else 0)
+        widen = 1.0
         if allowed is None:
-            limit, want = total, min(total, depth)
+            limit, want, exact = total, min(total, depth), False
         elif len(allowed) == 0:
             return [[] for _ in vectors]
-        elif len(allowed) <= EXACT_SUBSET_MAX:
-            limit = len(allowed)
-            want = min(limit, depth)
-        else:  # the vector index returns everything: ask for enough to keep ~depth
-            limit = total
-            want = min(total, math.ceil(depth * total / len(allowed) * 1.5))
+        else:
+            exact = len(allowed) <= EXACT_SUBSET_MAX
+            limit = len(allowed) if exact else total
+            if exact:
+                want = min(limit, depth)
+            else:  # a share p of the vectors count: look 1/p times as far, keep ~depth
+                widen = total / len(allowed)
+                want = min(total, math.ceil(depth * widen * 1.5))
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        scores, ids = snapshot.candidates(vectors, want, allowed)
+        scores, ids = snapshot.candidates(vectors, want, allowed if exact else None, widen)
         cache: dict[int, tuple[Consultation, str]] = {}
         results = []
         for i in range(len(vectors)):
-            s, v, w = scores[i], ids[i], want
+            s, v = scores[i], ids[i]
+            w, wd, lim = want, widen, limit
+            over = allowed if exact else None  # exact search over these ids, when set
             own = exclude[i] if exclude else None
             while True:
                 hits = _rank(snapshot, s, v, k, allowed, own, min_score, cache)
-                below = min_score is not None and len(s) and s[-1] < min_score
-                if len(hits) >= k or w >= limit or below:
+                valid = s[v >= 0]
+                below = min_score is not None and len(valid) and valid[-1] < min_score
+                if len(hits) >= k or below or (w >= lim and over is not None):
                     break
-                w = min(limit, w * 4)
-                s, v = (a[0] for a in snapshot.candidates(vectors[i : i + 1], w, allowed))
+                if w >= lim:  # the vector index looked everywhere it would: finish exactly
+                    over = allowed if allowed is not None else np.asarray(snapshot.emb_ids)
+                    lim = len(over)
+                    w = min(lim, max(w // 4, depth))
+                else:
+                    w, wd = min(lim, w * 4), wd * 4
+                s, v = (a[0] for a in snapshot.candidates(vectors[i : i + 1], w, over, wd))
             results.append(hits)
         return results
 
@@ -375,4 +384,3 @@ def _rank(
             if len(hits) == k:
                 return hits
     return hits
-

@@ -60,14 +60,15 @@ class Snapshot:
         return rows
 
     def candidates(
-        self, queries: np.ndarray, want: int, allowed: np.ndarray | None
+        self, queries: np.ndarray, want: int, exact_over: np.ndarray | None, widen: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(cosines, vector ids) of the ``want`` best candidates per query, best first,
-        among ``allowed`` ids when given: exactly over them when they are few, else from
-        the vector index, whose misses the caller widens past (``want`` grows)."""
-        if allowed is None or len(allowed) > EXACT_SUBSET_MAX:
-            return self.vectors.search(queries, want)
-        return exact_search(queries, np.asarray(self.emb[self.rows(allowed)]), allowed, want)
+        """(cosines, vector ids) of the ``want`` best candidates per query, best first:
+        exactly among the ids ``exact_over`` when given, else from the vector index
+        looking ``widen`` times further than its tuned setting."""
+        if exact_over is None:
+            return self.vectors.search(queries, want, widen)
+        vectors = np.asarray(self.emb[self.rows(exact_over)])
+        return exact_search(queries, vectors, exact_over, want)
 
 
 def exact_search(

@@ -39,11 +39,16 @@ class VectorIndex(ABC):
         self.add(ids, vectors)
 
     @abstractmethod
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, widen: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Return (scores, ids), each of shape (n, k), best first; missing slots have id -1.
 
         ``queries`` is one vector or a matrix of them; a matrix is searched in one call
-        (faiss spreads it over threads), so batch queries rather than loop.
+        (faiss spreads it over threads), so batch queries rather than loop. ``widen`` > 1
+        makes an approximate index look that many times further (more lists, a longer
+        graph walk): what a filtered search needs when only a share of the vectors count.
+        Safe to call from several threads at once.
         """
 
     @abstractmethod

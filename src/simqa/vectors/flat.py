@@ -46,8 +46,10 @@ class FlatIndex(VectorIndex):
         self._writable()
         return int(self.index.remove_ids(faiss.IDSelectorBatch(ids)))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(as_queries(queries, self.dim), k)
+    def search(
+        self, queries: np.ndarray, k: int, widen: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.index.search(as_queries(queries, self.dim), k)  # exact: nothing to widen
 
     def save(self, directory: Path) -> None:
         faiss.write_index(self.index, str(Path(directory) / self.filename))

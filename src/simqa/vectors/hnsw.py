@@ -8,6 +8,7 @@ HNSW cannot delete nodes: removals are tombstones (see ``tombstones.py``).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import faiss
@@ -47,27 +48,21 @@ class HNSWIndex(TombstoneIndex):
             raise ValueError(f"{self.kind} index has no search parameters {sorted(unknown)}")
         if "efSearch" in params:
             self.efSearch = int(params["efSearch"])
-            self._params = None
+            self._reset_params()
 
     def search_grid(self, k: int) -> list[dict[str, Any]]:
         return [{"efSearch": ef} for ef in EF_GRID if ef >= k] or [{"efSearch": k}]
 
-    def _search_parameters(self, selector: faiss.IDSelector | None) -> Any:
+    def _search_parameters(
+        self, selector: faiss.IDSelector | None, k: int, widen: float = 1.0
+    ) -> Any:
         params = faiss.SearchParametersHNSW()
-        params.efSearch = self.efSearch
+        # HNSW returns at most efSearch neighbours: never ask for fewer than k
+        params.efSearch = max(k, math.ceil(self.efSearch * widen))
         if selector is not None:
             params.sel = selector
         params.selector_ref = selector  # the Python object must outlive the C++ pointer
         return params
-
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        if k > self.efSearch:  # HNSW returns at most efSearch neighbours
-            saved, self.efSearch, self._params = self.efSearch, k, None
-            try:
-                return super().search(queries, k)
-            finally:
-                self.efSearch, self._params = saved, None
-        return super().search(queries, k)
 
 
 class HNSWSQ8Index(HNSWIndex):

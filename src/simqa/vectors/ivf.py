@@ -117,7 +117,7 @@ class IVFPQIndex(TombstoneIndex):
             self.nprobe = int(params["nprobe"])
         if "k_factor" in params:
             self.k_factor = int(params["k_factor"])
-        self._params = None
+        self._reset_params()
 
     def search_grid(self, k: int) -> list[dict[str, Any]]:
         """All (nprobe, k_factor) pairs ordered by a cost model of one query.
@@ -141,9 +141,11 @@ class IVFPQIndex(TombstoneIndex):
         grid.sort(key=lambda item: item[0])
         return [params for _, params in grid]
 
-    def _search_parameters(self, selector: faiss.IDSelector | None) -> Any:
+    def _search_parameters(
+        self, selector: faiss.IDSelector | None, k: int, widen: float = 1.0
+    ) -> Any:
         base = faiss.SearchParametersIVF()
-        base.nprobe = self.nprobe
+        base.nprobe = min(int(self.nlist or 1), math.ceil(self.nprobe * widen))
         if selector is not None:
             base.sel = selector
         params = faiss.IndexRefineSearchParameters()

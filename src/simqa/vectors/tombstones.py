@@ -37,8 +37,9 @@ class TombstoneIndex(VectorIndex):
         self._ids = np.zeros(0, dtype=np.int64)  # position -> id
         self._live = np.zeros(0, dtype=bool)  # position -> not removed
         self._n_live = 0
-        self._params: Any = None  # cached faiss SearchParameters
-        self._bitmap: np.ndarray | None = None  # keeps the selector's memory alive
+        #: faiss SearchParameters by (k, widen); cleared whenever knobs or contents change
+        self._params: dict[tuple[int, float], Any] = {}
+        self._selector_cache: Any = None
 
     # -- what a subclass provides -------------------------------------------------
     @abstractmethod
@@ -46,11 +47,18 @@ class TombstoneIndex(VectorIndex):
         """An empty faiss index with this object's build parameters."""
 
     @abstractmethod
-    def _search_parameters(self, selector: faiss.IDSelector | None) -> Any:
-        """faiss SearchParameters carrying the current knobs and the live selector."""
+    def _search_parameters(
+        self, selector: faiss.IDSelector | None, k: int, widen: float = 1.0
+    ) -> Any:
+        """faiss SearchParameters carrying the knobs (widened ``widen`` times, enough for
+        ``k`` results) and the live selector; a new object, never shared state changed."""
 
     def _train(self, vectors: np.ndarray) -> None:
         """Train the codec on the first vectors added (no-op for untrained codecs)."""
+
+    def _reset_params(self) -> None:
+        self._params = {}
+        self._selector_cache = None
 
     # -- updates ----------------------------------------------------------------
     def _writable(self) -> None:
@@ -70,7 +78,7 @@ class TombstoneIndex(VectorIndex):
         self._ids = np.concatenate([self._ids, ids])
         self._live = np.concatenate([self._live, np.ones(len(ids), dtype=bool)])
         self._n_live += len(ids)
-        self._params = None
+        self._reset_params()
 
     def remove(self, ids: np.ndarray) -> int:
         ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
@@ -81,7 +89,7 @@ class TombstoneIndex(VectorIndex):
         if n:
             self._live[hit] = False
             self._n_live -= n
-            self._params = None
+            self._reset_params()
         return n
 
     def needs_compaction(self) -> bool:
@@ -101,27 +109,36 @@ class TombstoneIndex(VectorIndex):
         self._ids = np.zeros(0, dtype=np.int64)
         self._live = np.zeros(0, dtype=bool)
         self._n_live = 0
-        self._params = None
+        self._reset_params()
         self.add(ids, vectors)
 
     # -- search -------------------------------------------------------------------
-    def _current_params(self) -> Any:
-        if self._params is None:
-            selector = None
-            if self._n_live < len(self._live):
-                self._bitmap = np.packbits(self._live, bitorder="little")
-                selector = faiss.IDSelectorBitmap(len(self._bitmap), faiss.swig_ptr(self._bitmap))
-            self._params = self._search_parameters(selector)
-        return self._params
+    def _selector(self) -> faiss.IDSelector | None:
+        if self._n_live == len(self._live):
+            return None
+        if self._selector_cache is None:
+            bitmap = np.packbits(self._live, bitorder="little")
+            selector = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+            selector.bitmap_ref = bitmap  # the array must outlive the C++ pointer
+            self._selector_cache = selector
+        return self._selector_cache
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self, queries: np.ndarray, k: int, widen: float = 1.0
+    ) -> tuple[np.ndarray, np.ndarray]:
         queries = as_queries(queries, self.dim)
         if self._n_live == 0 or k <= 0:
             return (
                 np.full((len(queries), max(k, 0)), -np.inf, dtype=np.float32),
                 np.full((len(queries), max(k, 0)), -1, dtype=np.int64),
             )
-        scores, pos = self.index.search(queries, k, params=self._current_params())
+        cacheable = widen == 1.0 and len(self._params) < 256  # the engine asks a few sizes
+        params = self._params.get((k, widen)) if cacheable else None
+        if params is None:
+            params = self._search_parameters(self._selector(), k, widen)
+            if cacheable:
+                self._params[(k, widen)] = params
+        scores, pos = self.index.search(queries, k, params=params)
         found = pos >= 0
         # second line of defence: a dead position never leaves this method
         found[found] = self._live[pos[found]]

@@ -1,0 +1,116 @@
+"""Filters never hide a match: filtered search against brute force over the matching records.
+
+Real MedQuAD questions (six subsets of very different sizes, with their focus and question
+type as tags) in an ivf_pq index, random filters from 0.1 % of the records upwards.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+import simqa
+from simqa.store import Filter
+
+from .conftest import DATA
+
+SUBSETS = ("9_CDC_QA", "7_SeniorHealth_QA", "8_NHLBI_QA_XML", "12_MPlusHerbsSupplements_QA",
+           "6_NINDS_QA", "5_NIDDK_QA")  # fmt: skip
+K = 5
+
+
+@pytest.fixture(scope="module")
+def medquad(tmp_path_factory):
+    from simqa.ingest import load
+
+    records = list(load([DATA / "medquad" / s for s in SUBSETS]))
+    rng = random.Random(0)
+    for r in records:  # MedQuAD has no dates: give each a day in 2010-2019 to filter by
+        r.ask_date = f"{rng.randint(2010, 2019)}/{rng.randint(1, 12):02d}/{rng.randint(1, 28):02d}"
+    path = tmp_path_factory.mktemp("filters") / "mq"
+    index = simqa.build(records, path, index_type="ivf_pq", hub_penalty=0)
+    return index, records
+
+
+def random_filter(rng: random.Random, records: list) -> dict:
+    pick = rng.choice(records)
+    filters: dict = {}
+    kinds = rng.sample(["department", "tag", "since", "until", "source"], rng.randint(1, 3))
+    for kind in kinds:
+        if kind == "department":
+            filters["department"] = pick.department
+        elif kind == "tag":
+            filters["tag"] = rng.choice(pick.tags)
+        elif kind == "since":
+            filters["since"] = f"{rng.randint(2010, 2019)}-{rng.randint(1, 12):02d}"
+        elif kind == "until":
+            filters["until"] = str(rng.randint(2010, 2019))
+        else:
+            filters["source"] = pick.source
+    return filters
+
+
+def brute_force(index, query: np.ndarray, filters: dict, k: int) -> np.ndarray:
+    """The k best cosines among the records the filter keeps (sorted, descending)."""
+    snap = index.snapshot
+    vids = snap.store.vids_where(Filter(**filters))
+    scores = np.asarray(snap.emb[snap.rows(vids)]) @ query
+    return np.sort(scores)[::-1][:k]
+
+
+def compare(index, records, rng, n_filters: int) -> tuple[int, int, list[float]]:
+    """(hits found, hits expected, selectivities tried) over random filters and queries."""
+    ids, vectors = index.embeddings()
+    found = expected = 0
+    shares = []
+    for _ in range(n_filters):
+        filters = random_filter(rng, records)
+        shares.append(len(index.snapshot.store.vids_where(Filter(**filters))) / len(ids))
+        for row in rng.sample(range(len(ids)), 3):
+            query = np.asarray(vectors[row])
+            best = brute_force(index, query, filters, K)
+            hits = index.search_vectors(query, K, min_score=-1, **filters)[0]
+            assert len(hits) == len(best)  # never fewer than the matching records allow
+            got = np.array([h.score for h in hits])
+            found += int((got >= (best[-1] if len(best) else 0) - 1e-5).sum())
+            expected += len(best)
+            for hit in hits:  # every hit really matches the filter
+                r = hit.record
+                assert not filters.get("department") or r.department == filters["department"]
+                assert not filters.get("tag") or filters["tag"] in r.tags
+    return found, expected, shares
+
+
+def test_narrow_filters_are_searched_exactly(medquad):
+    index, records = medquad
+    assert index.manifest.vector_index["kind"] == "ivf_pq"
+    found, expected, shares = compare(index, records, random.Random(1), 60)
+    assert found == expected  # equal to brute force over the matching records
+    assert min(shares) <= 0.002 < 0.1 <= max(shares)  # from 0.1 % of the records upwards
+
+
+def test_wide_filters_widen_the_approximate_search(medquad, monkeypatch):
+    index, records = medquad
+    # send every filter through the vector index instead of the exact path
+    monkeypatch.setattr("simqa.index.search.EXACT_SUBSET_MAX", 20)
+    found, expected, _ = compare(index, records, random.Random(2), 40)
+    assert found / expected >= 0.97
+
+
+def test_date_and_tag_filters_from_the_command_line(medquad):
+    from .test_cli import assert_short_error, run
+
+    index, _ = medquad
+    args = ["--since", "2015", "--until", "2016-06", "--tag", "treatment", "--min-score", "-1"]
+    out = run("query", "high blood pressure", "--index", str(index.root), "-f", "json", *args)
+    assert out.returncode == 0, out.stderr
+    data = __import__("json").loads(out.stdout)
+    hits = data["hits"] if isinstance(data, dict) else data
+    assert hits
+    for hit in hits:
+        record = index.get(hit["id"])
+        assert "2015-01-01" <= record.ask_date.replace("/", "-") <= "2016-06-31"
+        assert "treatment" in [t.lower() for t in record.tags]
+    assert_short_error(run("query", "x", "--index", str(index.root), "--since", "soon"), "--since")
