@@ -17,8 +17,9 @@ pool gains only the pairs it newly brings. Configurations (``NAME=KIND:key=value
 - ``engine[:index=NAME]``: ``Index.search(text, k, min_score=-1)``, what
   ``simqa query TEXT --index NAME -k 4 --min-score -1`` shows
 
-The default set: cosine (hub=0), hub0.25, hub0.5, bm25, engine. A new kind (a verifier over a
-configuration's candidates, say) is one function added to ``KINDS``.
+The default set: cosine (hub=0), hub0.25, hub0.5, bm25, engine, and cosine-distinct and
+hub0.5-distinct (copies skipped). A new kind (a verifier over a configuration's candidates,
+say) is one function added to ``KINDS``.
 
 Pooling: every (question, consultation) in any run's top k is one pair, consultations whose
 title and question are equal but for case and spacing (``text_key``; MedQuAD repeats FAQ
@@ -66,8 +67,12 @@ DEFAULT_CONFIGS = (
     "hub0.5=dense:hub=0.5",
     "bm25=bm25",
     "engine=engine",
+    # the box without word-for-word copies of a question it already shows
+    "cosine-distinct=dense:hub=0,distinct=1",
+    "hub0.5-distinct=dense:hub=0.5,distinct=1",
 )
 #: how much of a consultation graders see
+TITLE_CHARS = 200  # some sources' titles are their whole question
 QUESTION_CHARS = 1500
 REPLY_CHARS = 600
 
@@ -277,7 +282,7 @@ def pool(questions: list[dict[str, str]]) -> dict[str, Any]:
                 "pair_id": pid,
                 "qid": pairs[pid]["qid"],
                 "query": texts[pairs[pid]["qid"]],
-                "title": title_of(record),
+                "title": excerpt(title_of(record), TITLE_CHARS),
                 "question": excerpt(record.question, QUESTION_CHARS),
                 "reply_start": excerpt(record.reply, REPLY_CHARS) if record.reply else NO_REPLY,
             }
@@ -310,7 +315,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", default="consults", help="index name or path (default)")
     parser.add_argument(
-        "--config", action="append", help="NAME=KIND:key=value,... (default: the five)"
+        "--config", action="append", help="NAME=KIND:key=value,... (default: DEFAULT_CONFIGS)"
     )
     parser.add_argument("--force", action="store_true", help="re-run configs already run")
     parser.add_argument("--pool-only", action="store_true", help="only rebuild the pool files")
