@@ -188,6 +188,8 @@ def test_filters(api):
     assert _ids(api.get("/v1/search", params={"q": "tremor", "tag": "Sleep", "min_score": -1})) == [
         SEED_ID
     ]
+    dated = {"q": LEGS, "since": "2013-01-01", "until": "2013-12-31", "min_score": -1}
+    assert _ids(api.get("/v1/search", params=dated)) == [SEED_ID]
     strict = api.get("/v1/search", params={"q": LEGS, "k": 10, "min_score": 0.6}).json()["hits"]
     assert strict and all(hit["score"] >= 0.6 for hit in strict)
     assert api.get("/v1/search", params={"q": LEGS, "min_score": 0.9999}).json()["hits"] == []
@@ -235,6 +237,7 @@ BAD = [
     ("get", "/v1/search?q=legs&k=many", {}, 422, "k:"),
     ("get", "/v1/search?q=legs&min_score=2", {}, 422, "min_score"),
     ("post", "/v1/search", {"json": {"q": "legs", "k": 0}}, 422, "k:"),
+    ("get", "/v1/search?q=legs&since=last+week", {}, 400, "since"),
     ("get", "/v1/search?q=", {}, 400, "query is empty"),
     ("get", "/v1/search?q=%20%0A", {}, 400, "query is empty"),
     ("get", "/v1/search", {}, 422, "q:"),
@@ -289,15 +292,16 @@ def test_a_refused_token_at_startup(index_path, tmp_path):
         text=True,
         timeout=120,
     )
-    assert result.returncode == 1
-    assert result.stderr.strip().startswith("simqa: error: the write token must be at least")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("simqa: error: the write token must be at least"), result.stderr
     missing = subprocess.run(
         [sys.executable, "-m", "simqa", "serve", "--index", str(tmp_path / "none")],
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert missing.returncode == 1 and missing.stderr.startswith("simqa: error: no index at")
+    assert missing.returncode == 1, missing.stderr
+    assert missing.stderr.startswith("simqa: error: no index at"), missing.stderr
 
 
 # --- writes, seen by every worker and every process ---------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -70,7 +69,7 @@ async def add(request: Request) -> JSONResponse:
     body = await request.body()
     index = live_index(request)
     result = await run_in_threadpool(lambda: index.add(parse_records(body)))
-    return JSONResponse(_plain(result))
+    return JSONResponse(result)
 
 
 @router.delete("/{record_id:path}", response_model=WriteOut, responses=WRITE_ERRORS)
@@ -109,7 +108,3 @@ def parse_records(body: bytes) -> list[Consultation]:
     if len(set(ids)) != len(ids):
         raise SimqaError("the same id appears twice in one request")
     return records
-
-
-def _plain(result: Any) -> Any:
-    return json.loads(json.dumps(result, default=str))
