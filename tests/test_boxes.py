@@ -19,7 +19,7 @@ from simqa.boxes import all_boxes, fragment_name
 from simqa.duplicates import find_duplicates, similar_pairs
 from simqa.ingest import load
 from simqa.ingest.page import parse_page
-from simqa.related import related_faq
+from simqa.related import NEIGHBOURS, related_faq, topic_counts
 
 from .conftest import QUESTION_DOCTOR, SEED
 from .test_cli import RECORDS, assert_short_error, run
@@ -29,13 +29,14 @@ def test_all_boxes_equal_similar_of_each_id(consult_index):
     boxes = {box.id: box for box in all_boxes(consult_index, k=4)}
     records = {r.id: r for r in consult_index.records()}
     assert boxes.keys() == records.keys()
+    counts = topic_counts(records.values())
     for record_id in random.Random(10).sample(sorted(boxes), 80):
-        hits = consult_index.similar(record_id, k=10)
+        hits = consult_index.similar(record_id, k=NEIGHBOURS)
         box = boxes[record_id]
         assert [(h.id, round(h.score, 5)) for h in box.hits] == [
             (h.id, round(h.score, 5)) for h in hits[:4]
         ]
-        assert box.related == related_faq(records[record_id], hits)
+        assert box.related == related_faq(records[record_id], hits, counts)
     seed = boxes[parse_page(SEED.read_text(), SEED.name).id]
     assert seed.related[0].label() == "Leg(Neurology)"
 
@@ -43,11 +44,10 @@ def test_all_boxes_equal_similar_of_each_id(consult_index):
 @pytest.fixture(scope="module")
 def small_index(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("boxes") / "small"
-    odd = Consultation(
-        id="a/b ?",
-        title="Knee pain when running uphill",
-        question="My knee hurts when I run uphill.",
-    )
+    odd = Consultation(  # an id that is no file name; a topic it shares with the seed
+        id="a/b ?", title="Knee pain when running uphill", question="My knee hurts uphill.",
+        tags=["leg"],
+    )  # fmt: skip
     simqa.build([*RECORDS, odd, SEED], path)
     return path
 

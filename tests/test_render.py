@@ -12,7 +12,7 @@ from simqa import Consultation
 from simqa.index import Hit
 from simqa.ingest import load
 from simqa.ingest.page import parse_page, parse_similar_section
-from simqa.related import Topic, join_tag, related_faq, split_tag, topics_of
+from simqa.related import Topic, join_tag, related_faq, split_tag, topic_counts, topics_of
 from simqa.render import question_after_title, render, safe_url
 
 from .conftest import DATA, QUESTION_DOCTOR, SEED
@@ -86,6 +86,18 @@ def test_neighbour_tags_count_by_similarity():
     assert related_faq(None, [hit(far, -0.2)]) == []  # an opposite question lends nothing
 
 
+def test_a_neighbours_tag_counts_only_when_the_corpus_shares_it():
+    own = Consultation(id="q", question="Legs jerk at night", tags=["Leg(Neurology)", "jerks"])
+    phrase = Consultation(id="a", question="Leg cramps", tags=["my leg cramps at night", "leg"])
+    shared = Consultation(id="b", question="Cramps again", tags=["cramps"])
+    again = Consultation(id="c", question="Cramps in bed", tags=["Cramps"])
+    counts = topic_counts([own, phrase, shared, again])
+    assert counts["cramps"] == 2 and counts["my leg cramps at night"] == 1
+    topics = related_faq(own, [hit(phrase, 0.9), hit(shared, 0.6)], counts)
+    # "jerks" is the consultation's own topic; "leg" joins its own "Leg"; the phrase drops
+    assert topics == [Topic("Leg", "Neurology"), Topic("Jerks"), Topic("Cramps")]
+
+
 def test_json_box_has_hits_with_tags_and_related_faq(consult_index):
     seed = seed_record()
     hits = consult_index.similar_to(seed, k=10)
@@ -115,17 +127,23 @@ def test_related_faq_in_markdown_and_html(fmt):
 def test_cli_prints_the_related_faq_of_a_page(tmp_path):
     from .test_cli import RECORDS, run
 
-    simqa.build([*RECORDS, SEED], tmp_path / "idx")
+    cramps = Consultation(
+        id="cramps", title="Leg cramps in bed", question="My calves cramp at night.",
+        tags=["leg", "calf cramps at night"],
+    )  # fmt: skip
+    simqa.build([*RECORDS, cramps, SEED], tmp_path / "idx")
     out = run("similar", "--page", str(SEED), "--index", str(tmp_path / "idx"), "-k", "2")
     assert out.returncode == 0, out.stderr
     lines = out.stdout.splitlines()
     faq = lines[lines.index("Related FAQ") + 1 :]
-    assert faq[:2] == ["Leg(Neurology)", "Sleep(Neurology)"]
+    assert faq == [split_tag(tag)[0] + f"({split_tag(tag)[1]})" for tag in seed_record().tags]
+    # a query has no tags of its own: only topics that two consultations share ("Leg": the
+    # seed's, with its department, and the cramps question's) are listed
     as_json = run(
         "query", "legs jerk as I fall asleep", "--index", str(tmp_path / "idx"), "--format", "json"
     )
     box = json.loads(as_json.stdout)
-    assert {"topic": "Leg", "department": "Neurology"} in box["related_faq"]
+    assert box["related_faq"] == [{"topic": "Leg", "department": "Neurology"}]
 
 
 # --- a question that repeats its title ---------------------------------------------------

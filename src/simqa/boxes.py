@@ -12,6 +12,7 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from hashlib import sha1
@@ -48,10 +49,10 @@ def all_boxes(
     ``related.NEIGHBOURS`` neighbours (the box shows the first ``k`` of them)."""
     wide = max(check_k(k), NEIGHBOURS)
     own = {record.id: topics_of(record) for record in index.records()}
+    counts = Counter(topic.casefold() for topics in own.values() for topic, _ in topics)
     for record_id, hits in index.similar_all(wide, batch_size=batch_size, **filters):
-        scored = [(own.get(record_id, []), 1.0)]
-        scored += [(topics_of(h.record), h.score) for h in hits]
-        yield Box(record_id, hits[:k], rank_topics(scored))
+        neighbours = [(topics_of(h.record), h.score) for h in hits]
+        yield Box(record_id, hits[:k], rank_topics(own.get(record_id, []), neighbours, counts))
 
 
 def fragment_name(record_id: str, suffix: str) -> str:

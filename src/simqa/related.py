@@ -3,7 +3,9 @@
 A consultation page ends with links to the site's FAQ topics, each with the department that
 answers it (``Leg(Neurology)``). simqa draws them from tags: the consultation's own tags
 and its nearest neighbours', each neighbour's weighted by its cosine to the consultation
-(its own count 1), summed per topic (case folded), best first. A topic's department is the
+(its own count 1), summed per topic (case folded), best first. A neighbour's tag counts
+only when it is a topic of the corpus, one that at least two consultations carry: most
+scraped tags are a single question's phrase ("my right leg gets numb"). A topic's department is the
 one its tag names (a page's ``Leg(Neurology)`` line is kept as that tag), else the department
 of the consultation that carries it; the heaviest wins, and a topic with none is shown bare.
 No department is ever made up.
@@ -15,7 +17,8 @@ type]``: only the focus ("Restless Legs Syndrome") is a topic, "symptoms" is not
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,11 +26,14 @@ from simqa.records import Consultation, normalise
 
 #: the seed page lists nine topics
 TOPICS = 9
-#: how many similar consultations' tags are pooled (more than a box shows: 4 hits with
-#: a tag or two each give too few topics to choose from)
-NEIGHBOURS = 10
+#: how many similar consultations' tags are pooled: more than a box shows, as few of
+#: them carry a shared topic (on the quick-start index 10 often give none, 30 a handful)
+NEIGHBOURS = 30
 #: weight of the consultation's own tags; a neighbour's is its cosine (at most 1)
 OWN_WEIGHT = 1.0
+#: a neighbour's tag is a topic when at least this many consultations carry it: a FAQ
+#: topic gathers questions, while most scraped tags are one question's own phrase
+MIN_SHARED = 2
 
 # "Leg(Neurology)": a department is a name (capital first letter) in parentheses right after
 # the topic, as a page's Related FAQ line writes it; "fever(fmf)" or "Prothrombin time (PT)"
@@ -85,26 +91,37 @@ def topics_of(record: Consultation) -> list[tuple[str, str]]:
 
 
 def related_faq(
-    own: Consultation | None, hits: Sequence[_Scored], limit: int = TOPICS
+    own: Consultation | None,
+    hits: Sequence[_Scored],
+    counts: Mapping[str, int] | None = None,
+    limit: int = TOPICS,
 ) -> list[Topic]:
-    """The topics of ``own`` (None for a free-text query) and its ``hits``, best first."""
-    scored = [(topics_of(own), OWN_WEIGHT)] if own is not None else []
-    scored += [(topics_of(hit.record), float(hit.score)) for hit in hits]
-    return rank_topics(scored, limit)
+    """The topics of ``own`` (None for a free-text query) and its ``hits``, best first;
+    ``counts`` (``topic_counts`` of the corpus) keeps only the neighbours' shared topics."""
+    neighbours = [(topics_of(hit.record), float(hit.score)) for hit in hits]
+    return rank_topics(topics_of(own) if own else [], neighbours, counts, limit)
 
 
 def rank_topics(
-    scored: Iterable[tuple[list[tuple[str, str]], float]], limit: int = TOPICS
+    own: list[tuple[str, str]],
+    neighbours: Iterable[tuple[list[tuple[str, str]], float]],
+    counts: Mapping[str, int] | None = None,
+    limit: int = TOPICS,
 ) -> list[Topic]:
-    """Pool ``(topics_of(record), weight)`` pairs into the ``limit`` heaviest topics."""
+    """Pool the own topics (weight 1) and ``(topics_of(neighbour), cosine)`` pairs into the
+    ``limit`` heaviest topics. With ``counts``, a neighbour's topic must be one of the own
+    topics or be carried by ``MIN_SHARED`` consultations of the corpus."""
+    mine = {topic.casefold() for topic, _ in own}
     weight: dict[str, float] = {}
     forms: dict[str, dict[str, float]] = {}
     departments: dict[str, dict[str, float]] = {}
-    for topics, w in scored:
+    for topics, w in [(own, OWN_WEIGHT), *neighbours]:
         if w <= 0:
             continue
         for topic, department in topics:
             key = topic.casefold()
+            if counts is not None and key not in mine and counts.get(key, 0) < MIN_SHARED:
+                continue
             weight[key] = weight.get(key, 0.0) + w
             _add(forms.setdefault(key, {}), topic, w)
             if department:
@@ -114,6 +131,18 @@ def rank_topics(
         Topic(_display(forms[key]), _heaviest(departments.get(key, {}).items()))
         for key in order[:limit]
     ]
+
+
+def topic_counts(records: Iterable[Consultation]) -> Counter[str]:
+    """How many of ``records`` carry each topic (case folded)."""
+    return Counter(topic.casefold() for r in records for topic, _ in topics_of(r))
+
+
+def corpus_topic_counts(index: Any) -> Mapping[str, int]:
+    """``topic_counts`` of an index's consultations (``Index.tag_counts`` where it exists;
+    else by reading every record, about a second per 50k)."""
+    counted = getattr(index, "tag_counts", None)
+    return counted() if counted is not None else topic_counts(index.records())
 
 
 def _add(counts: dict[str, float], value: str, w: float) -> None:
