@@ -2,7 +2,7 @@
 adds and deletes.
 
     python benchmarks/bench_serve.py --index consults [--clients 16,64] [--seconds 30] \
-        [--repeats 2] [--systems simqa:1,simqa:2,txtai]
+        [--repeats 2] [--systems simqa:1,simqa:2,simqa:2:t1,txtai]
 
 Each run starts a server on 127.0.0.1 over a fresh copy of the index: ``simqa serve``
 (``simqa:W`` = W workers) or txtai's own API (``uvicorn txtai.api:app``, its index built
@@ -94,6 +94,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         command = [c.replace("{port}", str(self.port)) for c in command]
         self.log = log
+        self.copy: Path | None = None  # the index copy it serves, removed when done
         with log.open("wb") as out:
             self.process = subprocess.Popen(
                 command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
@@ -124,11 +125,12 @@ class Server:
 
 
 class Simqa:
-    """simqa serve with ``workers`` processes."""
+    """simqa serve with ``workers`` processes (and ``threads`` each, if given)."""
 
-    def __init__(self, workers: int) -> None:
-        self.name = f"simqa:{workers}"
+    def __init__(self, workers: int, threads: int | None = None) -> None:
+        self.name = f"simqa:{workers}" + (f":t{threads}" if threads else "")
         self.workers = workers
+        self.threads = threads
 
     def start(self, base: Path, work: Path) -> Server:
         copy = work / f"{self.name.replace(':', '-')}-index"
@@ -137,7 +139,11 @@ class Simqa:
         command = [sys.executable, "-m", "simqa", "serve", "--index", str(copy)]
         command += ["--port", "{port}", "--workers", str(self.workers), "--no-access-log"]
         env = {**os.environ, "SIMQA_WRITE_TOKEN": TOKEN}
-        return Server(command, env, work / f"{self.name.replace(':', '-')}.log", "/healthz")
+        if self.threads:
+            env["SIMQA_THREADS"] = str(self.threads)
+        server = Server(command, env, work / f"{self.name.replace(':', '-')}.log", "/healthz")
+        server.copy = copy
+        return server
 
     def similar(self, record: dict[str, str]) -> tuple[str, dict[str, Any]]:
         return f"/v1/similar/{quote(record['id'], safe='')}", {"k": K}
@@ -190,7 +196,9 @@ class Txtai:
         command = [sys.executable, "-m", "uvicorn", "txtai.api:app", "--port", "{port}"]
         command += ["--host", "127.0.0.1", "--no-access-log"]
         env = {**os.environ, "CONFIG": str(config)}
-        return Server(command, env, work / "txtai.log", "/count")
+        server = Server(command, env, work / "txtai.log", "/count")
+        server.copy = copy
+        return server
 
     def similar(self, record: dict[str, str]) -> tuple[str, dict[str, Any]]:
         return "/search", {"query": record["text"], "limit": K}
@@ -436,7 +444,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30, help="least load time per run")
     parser.add_argument("--cap", type=float, default=900, help="most load time per run")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--systems", default="simqa:1,simqa:2,txtai")
+    parser.add_argument(
+        "--systems",
+        default="simqa:1,simqa:2,txtai",
+        help="simqa:W (W workers) or simqa:W:tT (T threads each), txtai",
+    )
     parser.add_argument("--adds", type=int, default=1000)
     parser.add_argument("--deletes", type=int, default=100)
     parser.add_argument("--idle", type=int, default=200, help="requests per kind, one client")
@@ -466,8 +478,11 @@ def main() -> None:
 
     systems: list[Any] = []
     for name in args.systems.split(","):
-        kind, _, workers = name.partition(":")
-        systems.append(Simqa(int(workers or 1)) if kind == "simqa" else Txtai(model))
+        kind, workers, threads = [*name.split(":"), "", ""][:3]
+        if kind == "simqa":
+            systems.append(Simqa(int(workers or 1), int(threads[1:]) if threads else None))
+        else:
+            systems.append(Txtai(model))
     bases = {"simqa": source}
     built_txtai = None
     if any(isinstance(s, Txtai) for s in systems):
@@ -499,6 +514,8 @@ def main() -> None:
                     result.update(system=system.name, repeat=repeat, idle=idle)
                 finally:
                     server.stop()
+                    if server.copy:
+                        shutil.rmtree(server.copy, ignore_errors=True)
                 runs.append(result)
                 print(summary_line(result), flush=True)
 
