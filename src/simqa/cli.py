@@ -13,7 +13,7 @@ import typer
 
 from simqa.errors import SimqaError
 from simqa.evaluate.cli_command import eval_command
-from simqa.train import tune_command
+from simqa.tune_cli import tune_command
 
 app = typer.Typer(
     help="Similar-question retrieval for medical consultations.",
@@ -367,8 +367,8 @@ def calibrate(
     ] = None,
 ) -> None:
     """Measure the min-score threshold on labelled pairs; prints JSON (use it with build)."""
-    from simqa.threshold import accuracy_at
-    from simqa.threshold import calibrate as calibrate_pairs
+    from simqa.evaluate.calibrate import accuracy_at
+    from simqa.evaluate.calibrate import calibrate as calibrate_pairs
 
     result = calibrate_pairs(pairs, model)
     result["transfer_accuracy"] = {

@@ -4,20 +4,13 @@ A cosine threshold only means something for the model that produced the scores, 
 index records its own in the manifest when it is built: the calibrated value below for
 the packaged model, the value ``simqa tune --calibrate-on`` stored beside a fine-tuned
 model, or whatever ``simqa build --min-score`` was given. ``simqa calibrate`` measures one
-on labelled validation pairs.
+on labelled validation pairs (``simqa.evaluate.calibrate``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-
-from simqa.errors import SimqaError
-from simqa.models import resolve_model
 
 #: the share of labelled similar pairs a calibrated threshold keeps
 KEEP_SIMILAR = 0.95
@@ -42,61 +35,3 @@ def default_min_score(model_name: str) -> float | None:
             return None
         return float(value) if isinstance(value, int | float) else None
     return None
-
-
-def calibrate(
-    pairs_path: str | Path, model: str | None = None, keep: float = KEEP_SIMILAR
-) -> dict[str, Any]:
-    """The min-score threshold from labelled pairs (a validation set, never an evaluated one).
-
-    ``min_score`` is the highest cosine (to 0.01, rounded down) that still keeps ``keep`` of
-    the similar pairs: saying "nothing similar" should almost never hide a real match, so
-    the threshold is set by the similar pairs, not by the best accuracy, which is reported
-    beside it (``accuracy_threshold``) with the accuracy at each.
-    """
-    from simqa.evaluate import metrics
-
-    if not 0 < keep < 1:
-        raise SimqaError(f"keep must be between 0 and 1, got {keep}")
-    pairset, scores, labels = pair_cosines(pairs_path, model)
-    if labels.all() or not labels.any():
-        raise SimqaError(f"{pairs_path}: calibrating needs both similar and different pairs")
-    similar = np.sort(scores[labels])
-    # the share of similar pairs at or above the threshold is at least ``keep``
-    threshold = math.floor(similar[math.floor((1 - keep) * len(similar))] * 100) / 100
-    best, best_accuracy = metrics.tune_threshold(scores, labels)
-    return {
-        "pairs": str(pairs_path),
-        "sha256": pairset.checksum,
-        "model": resolve_model(model)[0],
-        "n_pairs": len(labels),
-        "similar": int(labels.sum()),
-        "min_score": threshold,
-        "keeps_similar": round(float((similar >= threshold).mean()), 4),
-        "keeps_different": round(float((scores[~labels] >= threshold).mean()), 4),
-        "accuracy": round(metrics.accuracy(scores, labels, threshold), 4),
-        "accuracy_threshold": round(best, 4),
-        "best_accuracy": round(best_accuracy, 4),
-    }
-
-
-def accuracy_at(pairs_path: str | Path, threshold: float, model: str | None = None) -> float:
-    """Accuracy of ``cosine >= threshold`` on other labelled pairs (how a threshold transfers)."""
-    from simqa.evaluate import metrics
-
-    _pairset, scores, labels = pair_cosines(pairs_path, model)
-    return metrics.accuracy(scores, labels, threshold)
-
-
-def pair_cosines(pairs_path: str | Path, model: str | None) -> tuple[Any, np.ndarray, np.ndarray]:
-    """(pair set, cosine of each pair whose two texts differ, its label as bool)."""
-    from simqa.evaluate.embedcache import EmbeddingCache
-    from simqa.evaluate.pairs import read_pairs
-
-    pairset = read_pairs(pairs_path)
-    kept = [p for p in pairset.pairs if p.left != p.right]
-    cache = EmbeddingCache()
-    left = cache.encode(model, [p.left for p in kept])
-    right = cache.encode(model, [p.right for p in kept])
-    scores = np.einsum("ij,ij->i", left, right).astype(np.float64)
-    return pairset, scores, np.asarray([p.label for p in kept], dtype=bool)

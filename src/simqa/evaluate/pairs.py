@@ -302,3 +302,10 @@ def read_jsonl(path: Path) -> Read:
 
 
 READERS = {"mqp": read_mqp, "rqe": read_rqe, "meqsum": read_meqsum, "jsonl": read_jsonl}
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    a, b = Path(a).expanduser(), Path(b).expanduser()
+    if a.resolve() == b.resolve():
+        return True
+    return a.is_file() and b.is_file() and sha256_file(a) == sha256_file(b)

@@ -22,7 +22,7 @@ from simqa.errors import SimqaError
 from simqa.evaluate import metrics
 from simqa.evaluate.embedcache import EmbeddingCache
 from simqa.evaluate.methods import DEFAULT_METHODS, Method, MethodContext, Pool, similarity
-from simqa.evaluate.pairs import PairSet, read_pairs, sha256_file
+from simqa.evaluate.pairs import PairSet, read_pairs, same_file
 from simqa.train import refuse_trained_on
 
 #: how deep each method's list is read; the first positive below it adds 0 to mrr
@@ -79,13 +79,6 @@ def drop_self(ids: np.ndarray, selves: np.ndarray, depth: int) -> np.ndarray:
     if kept.shape[1] < depth:
         kept = np.pad(kept, ((0, 0), (0, depth - kept.shape[1])), constant_values=-1)
     return kept[:, :depth]
-
-
-def same_file(a: str | Path, b: str | Path) -> bool:
-    a, b = Path(a).expanduser(), Path(b).expanduser()
-    if a.resolve() == b.resolve():
-        return True
-    return a.is_file() and b.is_file() and sha256_file(a) == sha256_file(b)
 
 
 def _pair_columns(
