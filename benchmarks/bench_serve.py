@@ -500,7 +500,8 @@ def main() -> None:
                 base = bases["txtai" if isinstance(system, Txtai) else "simqa"]
                 server = system.start(base, args.work)
                 try:
-                    # one client alone first (it also warms the server up)
+                    # warm up (model, threads, caches), then one client alone
+                    asyncio.run(idle_latency(system, server.url, readable, questions, 50))
                     idle = asyncio.run(
                         idle_latency(system, server.url, readable, questions, args.idle)
                     )
