@@ -113,4 +113,6 @@ def test_date_and_tag_filters_from_the_command_line(medquad):
         record = index.get(hit["id"])
         assert "2015-01-01" <= record.ask_date.replace("/", "-") <= "2016-06-31"
         assert "treatment" in [t.lower() for t in record.tags]
-    assert_short_error(run("query", "x", "--index", str(index.root), "--since", "soon"), "--since")
+    assert_short_error(
+        run("query", "x", "--index", str(index.root), "--since", "soon"), "since must be a date"
+    )

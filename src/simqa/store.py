@@ -115,7 +115,7 @@ def _date_bound(value: str | None, name: str) -> str | None:
         return None
     iso = iso_date(str(value))
     if not iso:
-        raise BadQuery(f"--{name} must be a date like 2013-02-10, 2013-02 or 2013, got {value!r}")
+        raise BadQuery(f"{name} must be a date like 2013-02-10, 2013-02 or 2013, got {value!r}")
     return iso
 
 
@@ -236,6 +236,11 @@ class RecordStore:
         sql, args = where.where()
         rows = self._all(f"SELECT vid FROM records {sql} ORDER BY vid", args)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def tag_counts(self) -> dict[str, int]:
+        """Records per topic (casefolded), for choosing Related FAQ topics."""
+        rows = self._all("SELECT lower(tag), COUNT(DISTINCT vid) FROM tags GROUP BY lower(tag)")
+        return {r[0]: int(r[1]) for r in rows}
 
     def iter_records(self) -> Iterator[tuple[int, Consultation]]:
         last = -1

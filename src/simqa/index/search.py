@@ -298,6 +298,14 @@ class Index:
         for _, record in self.snapshot.store.iter_records():
             yield record
 
+    def records_by_vid(self) -> Iterator[tuple[int, Consultation]]:
+        """(vector id, record) in vector id order: row i of ``embeddings()`` is record i."""
+        yield from self.snapshot.store.iter_records()
+
+    def tag_counts(self) -> dict[str, int]:
+        """Consultations per topic tag (casefolded topic, department suffix dropped)."""
+        return self.snapshot.tag_counts()
+
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """(vector ids, float32 matrix) of every stored vector, memory-mapped."""
         snapshot = self.snapshot

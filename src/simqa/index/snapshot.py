@@ -7,6 +7,7 @@ moves to a newer version by swapping one snapshot for another.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,10 @@ class Snapshot:
 
     def close(self) -> None:
         self.store.close()
+
+    @functools.cache  # noqa: B019  (a snapshot never changes and lives as long as its index)
+    def tag_counts(self) -> dict[str, int]:
+        return self.store.tag_counts()
 
     def rows(self, vids: np.ndarray) -> np.ndarray:
         """Row numbers of stored vectors by vector id (every id must be present)."""
