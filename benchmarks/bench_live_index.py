@@ -1,0 +1,216 @@
+"""The live index, measured: concurrent writers, filters against exact search, open time.
+
+    python benchmarks/bench_live_index.py writers            # 2 and 8 concurrent appends
+    python benchmarks/bench_live_index.py filters --index consults
+    python benchmarks/bench_live_index.py open --size 1000000
+
+Each part writes its raw JSON to benchmarks/results/live_index_<part>.json with the machine
+description; the README and the closing notes quote those files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+import simqa
+from simqa import Consultation
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def machine() -> dict:
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "simqa": simqa.__version__,
+        "load_average": os.getloadavg(),
+    }
+
+
+def save(part: str, result: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"live_index_{part}.json"
+    path.write_text(json.dumps({"machine": machine(), **result}, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    print(f"-> {path}", file=sys.stderr)
+
+
+def writers(_args: argparse.Namespace) -> None:
+    """N `simqa build --append` processes at once on one index: every record must land."""
+    from simqa.ingest import load
+
+    real = list(load([DATA / "lasseregin_medical_qa" / "questionDoctorQAs.json"]))[:500]
+    runs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in (2, 8):
+            path = Path(tmp) / f"idx{n}"
+            simqa.build(real[:100], path)
+            files = []
+            for w in range(n):
+                f = Path(tmp) / f"{n}-{w}.jsonl"
+                batch = [Consultation(id=f"w{w}-{i}", title=r.title, question=r.question)
+                         for i, r in enumerate(real[100 + 10 * w : 110 + 10 * w])]  # fmt: skip
+                f.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in batch))
+                files.append(f)
+            started = time.perf_counter()
+            procs = [subprocess.Popen([sys.executable, "-m", "simqa", "build", str(f), "--index",
+                                       str(path), "--append", "-q"], stderr=subprocess.PIPE,
+                                      text=True) for f in files]  # fmt: skip
+            codes = [p.wait() for p in procs]
+            errors = [p.stderr.read() for p in procs if p.returncode]
+            wall = time.perf_counter() - started
+            index = simqa.open_index(path, verify=True)
+            ids = {r.id for r in index.records()}
+            runs.append({
+                "writers": n, "records_before": 100, "records_sent": 10 * n,
+                "records_after": len(index), "vectors_after": len(index.snapshot.vectors),
+                "all_landed": all(f"w{w}-{i}" in ids for w in range(n) for i in range(10)),
+                "exit_codes": codes, "errors": errors, "wall_seconds": round(wall, 1),
+                "versions_published": int(index.dir.name[1:]),
+            })  # fmt: skip
+    save("writers", {"runs": runs})
+
+
+def filters(args: argparse.Namespace) -> None:
+    """Filtered search against exact search over the matching records, per department."""
+    from simqa.store import Filter
+
+    index = simqa.open_index(args.index)
+    snap = index.snapshot
+    ids, vectors = index.embeddings()
+    groups = [("none", "(no filter)", len(ids))]  # the approximate index's own agreement
+    groups += [("department", d, c) for d, c in snap.store.counts_by("department").items()]
+    groups += [("source", d, c) for d, c in snap.store.counts_by("source").items()]
+    rng = np.random.default_rng(0)
+    queries = np.asarray(vectors[rng.choice(len(ids), args.queries, replace=False)])
+    rows = []
+    for column, value, count in groups:
+        if value == "(none)":
+            continue
+        where = {} if column == "none" else {column: value}
+        vids = snap.store.vids_where(Filter(**where)) if where else np.asarray(ids)
+        matrix = np.asarray(snap.emb[snap.rows(vids)])
+        equal = 0
+        started = time.perf_counter()
+        found = index.search_vectors(queries, args.k, **where, min_score=-1)
+        per_query = (time.perf_counter() - started) / len(queries) * 1000
+        for query, hits in zip(queries, found, strict=True):
+            best = expected(snap, matrix, vids, query, args.k)
+            got = np.array([h.rank_score for h in hits])
+            equal += int(len(got) == len(best) and np.allclose(got, best, atol=1e-4))
+        rows.append({column: value, "records": count,
+                     "share": round(count / len(ids), 5), "queries": len(queries),
+                     "equal_to_exact": equal, "ms_per_query": round(per_query, 2)})  # fmt: skip
+    save("filters", {"index": str(index.root), "index_type": index.manifest.vector_index["kind"],
+                     "records": len(ids), "k": args.k, "hub_penalty": index.manifest.hub_penalty,
+                     "filters": rows})  # fmt: skip
+
+
+def expected(snap, matrix: np.ndarray, vids: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
+    """The ranking scores exact search over the matching records gives: the best
+    RERANK_DEPTH cosines, re-ordered by the hub penalty when the index has one."""
+    from simqa.density import RERANK_DEPTH
+
+    cosines = matrix @ query
+    if snap.density is None:
+        return np.sort(cosines)[::-1][:k]
+    top = np.argsort(-cosines)[: max(k + 8, RERANK_DEPTH)]
+    ranked = cosines[top] - snap.hub_weight * np.asarray(snap.density)[snap.rows(vids[top])]
+    return np.sort(ranked)[::-1][:k]
+
+
+def open_time(args: argparse.Namespace) -> None:
+    """Open an index of ``--size`` synthetic vectors: sizes and headers vs every checksum."""
+    from simqa import vectors as vector_indexes
+    from simqa.index import layout
+    from simqa.index.build import _save
+    from simqa.manifest import Manifest
+    from simqa.store import RecordStore
+
+    dim, n = 384, args.size
+    with tempfile.TemporaryDirectory(dir=ROOT / "indexes") as tmp:
+        root = Path(tmp) / "big"
+        root.mkdir()
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(0)
+        centers = rng.normal(size=(2000, dim)).astype(np.float32)
+        vectors = centers[rng.integers(0, 2000, n)] + 0.6 * rng.normal(size=(n, dim)).astype(
+            np.float32
+        )
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+        staging = layout.new_staging(root)
+        store = RecordStore(staging / "records.sqlite")
+        records = (Consultation(id=f"c{i}", title=f"Question {i}", question=f"synthetic {i}",
+                                department=f"d{i % 50}", tags=[f"t{i % 300}"])
+                   for i in range(n))  # fmt: skip
+        to_embed, _ = store.upsert(records, "title+question")
+        ids = np.array([vid for vid, _ in to_embed], dtype=np.int64)
+        kind, params, reason = vector_indexes.choose(n, dim)
+        index = vector_indexes.create(kind, dim, **params)
+        index.add(ids, vectors)
+        index.set_search_params(nprobe=96, k_factor=2)
+        manifest = Manifest(model="all-MiniLM-L6-v2", dim=dim, count=0, vector_index={},
+                            encoder="onnx", index_reason=reason, min_score=None)  # fmt: skip
+        _save(staging, store, index, ids, vectors, None, {}, manifest)
+        layout.publish(root, staging)
+        built = time.perf_counter() - t0
+        size = sum(p.stat().st_size for p in layout.current_version(root).iterdir())
+        query = vectors[:1]
+        timings: dict[str, list[float]] = {"open_checks": [], "open_checksums": [],
+                                           "first_hit": []}  # fmt: skip
+        for _ in range(args.repeats):
+            for verify, key in ((False, "open_checks"), (True, "open_checksums")):
+                started = time.perf_counter()
+                opened = simqa.open_index(root, verify=verify)
+                timings[key].append(time.perf_counter() - started)
+                if not verify:
+                    started = time.perf_counter()
+                    hits = opened.search_vectors(query, 5, min_score=-1)[0]
+                    simqa.render(hits, "text")
+                    timings["first_hit"].append(time.perf_counter() - started)
+                opened.close()
+    summary = {key: {"median_ms": round(1000 * float(np.median(v)), 1),
+                     "min_ms": round(1000 * min(v), 1), "max_ms": round(1000 * max(v), 1)}
+               for key, v in timings.items()}  # fmt: skip
+    save("open", {"vectors": n, "index_type": kind, "index_bytes": size,
+                  "build_seconds": round(built, 1), "repeats": args.repeats,
+                  "note": "open_checks: sizes and headers (the default since the live-index "
+                          "change); open_checksums: every file's sha256 (what every open did "
+                          "before; now simqa info --verify and writes); first_hit: search + "
+                          "fetch + render of one query vector right after opening",
+                  "timings": summary})  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="part", required=True)
+    sub.add_parser("writers")
+    f = sub.add_parser("filters")
+    f.add_argument("--index", default="consults")
+    f.add_argument("--queries", type=int, default=50)
+    f.add_argument("-k", type=int, default=5)
+    o = sub.add_parser("open")
+    o.add_argument("--size", type=int, default=1_000_000)
+    o.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    {"writers": writers, "filters": filters, "open": open_time}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()
