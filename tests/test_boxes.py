@@ -19,7 +19,7 @@ from simqa.boxes import all_boxes, fragment_name
 from simqa.duplicates import find_duplicates, similar_pairs
 from simqa.ingest import load
 from simqa.ingest.page import parse_page
-from simqa.related import NEIGHBOURS, related_faq, topic_counts
+from simqa.related import NEIGHBOURS, related_faq
 
 from .conftest import QUESTION_DOCTOR, SEED
 from .test_cli import RECORDS, assert_short_error, run
@@ -29,7 +29,7 @@ def test_all_boxes_equal_similar_of_each_id(consult_index):
     boxes = {box.id: box for box in all_boxes(consult_index, k=4)}
     records = {r.id: r for r in consult_index.records()}
     assert boxes.keys() == records.keys()
-    counts = topic_counts(records.values())
+    counts = consult_index.tag_counts()
     for record_id in random.Random(10).sample(sorted(boxes), 80):
         hits = consult_index.similar(record_id, k=NEIGHBOURS)
         box = boxes[record_id]

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import sys
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from hashlib import sha1
@@ -49,7 +48,7 @@ def all_boxes(
     ``related.NEIGHBOURS`` neighbours (the box shows the first ``k`` of them)."""
     wide = max(check_k(k), NEIGHBOURS)
     own = {record.id: topics_of(record) for record in index.records()}
-    counts = Counter(topic.casefold() for topics in own.values() for topic, _ in topics)
+    counts = index.tag_counts()
     for record_id, hits in index.similar_all(wide, batch_size=batch_size, **filters):
         neighbours = [(topics_of(h.record), h.score) for h in hits]
         yield Box(record_id, hits[:k], rank_topics(own.get(record_id, []), neighbours, counts))

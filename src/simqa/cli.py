@@ -197,7 +197,7 @@ def query(
 ) -> None:
     """Find the consultations most similar to a free-text question."""
     from simqa.index import Index, check_k
-    from simqa.related import NEIGHBOURS, corpus_topic_counts, related_faq
+    from simqa.related import NEIGHBOURS, related_faq
     from simqa.render import render
 
     if (text is None) == (file is None):
@@ -208,7 +208,7 @@ def query(
     if file is None:
         hits = idx.search(text, max(check_k(k), NEIGHBOURS), **filters)  # Related FAQ pools more
         _echo(render(hits[:k], format, min_score=idx.min_score(min_score),
-                     related=related_faq(None, hits, corpus_topic_counts(idx))))  # fmt: skip
+                     related=related_faq(None, hits, idx.tag_counts())))  # fmt: skip
         return
     lines = _read_lines(file)
     for start in range(0, len(lines), 256):
@@ -264,7 +264,7 @@ def similar(
     """Find the consultations most similar to an indexed one, or to a page file."""
     from simqa.index import Index, check_k
     from simqa.ingest import load
-    from simqa.related import NEIGHBOURS, corpus_topic_counts, related_faq
+    from simqa.related import NEIGHBOURS, related_faq
     from simqa.render import render
 
     if [record_id is not None, page is not None, every].count(True) != 1:
@@ -289,7 +289,7 @@ def similar(
         own = idx.get(record_id)
         hits = idx.similar(record_id, max(check_k(k), NEIGHBOURS), **filters)
     _echo(render(hits[:k], format, min_score=idx.min_score(min_score),
-                 related=related_faq(own, hits, corpus_topic_counts(idx))))  # fmt: skip
+                 related=related_faq(own, hits, idx.tag_counts())))  # fmt: skip
 
 
 @app.command()

@@ -154,11 +154,10 @@ def find_duplicates(
 ) -> Duplicates:
     """The pairs and groups of near-identical questions in an index (its stored vectors)."""
     vids, matrix = index.embeddings()
-    records = list(index.records())  # in vector-id order, like the stored vectors
-    if len(records) != len(vids):
-        raise IndexCorrupt(
-            f"index holds {len(records):,} consultations but {len(vids):,} stored vectors"
-        )
+    by_vid = list(index.records_by_vid())  # row i of the stored vectors is record i
+    if not np.array_equal([vid for vid, _ in by_vid], vids):
+        raise IndexCorrupt("the index's records and stored vectors do not line up")
+    records = [record for _, record in by_vid]
     i, j, s = similar_pairs(np.asarray(matrix), min_score, nprobe=nprobe)
     result = Duplicates(min_score)
     result.pairs = [

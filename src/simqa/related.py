@@ -17,7 +17,6 @@ type]``: only the focus ("Restless Legs Syndrome") is a topic, "symptoms" is not
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -97,7 +96,7 @@ def related_faq(
     limit: int = TOPICS,
 ) -> list[Topic]:
     """The topics of ``own`` (None for a free-text query) and its ``hits``, best first;
-    ``counts`` (``topic_counts`` of the corpus) keeps only the neighbours' shared topics."""
+    ``counts`` (``Index.tag_counts()``) keeps only the neighbours' shared topics."""
     neighbours = [(topics_of(hit.record), float(hit.score)) for hit in hits]
     return rank_topics(topics_of(own) if own else [], neighbours, counts, limit)
 
@@ -131,18 +130,6 @@ def rank_topics(
         Topic(_display(forms[key]), _heaviest(departments.get(key, {}).items()))
         for key in order[:limit]
     ]
-
-
-def topic_counts(records: Iterable[Consultation]) -> Counter[str]:
-    """How many of ``records`` carry each topic (case folded)."""
-    return Counter(topic.casefold() for r in records for topic, _ in topics_of(r))
-
-
-def corpus_topic_counts(index: Any) -> Mapping[str, int]:
-    """``topic_counts`` of an index's consultations (``Index.tag_counts`` where it exists;
-    else by reading every record, about a second per 50k)."""
-    counted = getattr(index, "tag_counts", None)
-    return counted() if counted is not None else topic_counts(index.records())
 
 
 def _add(counts: dict[str, float], value: str, w: float) -> None:

@@ -1,0 +1,248 @@
+"""Every box at once and duplicate questions (issue 10), against their baselines, in one run.
+
+Boxes: ``Index.similar_all(k)`` over every consultation against ``Index.similar(id, k)`` called
+once per id, on a random sample of ids (extrapolated to the whole index; each repeat draws a
+new sample and runs both, so both see the same machine load); the sampled ids' hits must be
+equal. Then the whole ``simqa similar --all`` writer (JSON lines with the Related FAQ).
+
+Duplicates: ``simqa.duplicates.similar_pairs`` (faiss inverted-file range search) against
+sentence-transformers' ``util.paraphrase_mining_embeddings`` (its defaults) and an exact faiss
+range search, all on the index's stored vectors: time, and the share of paraphrase mining's
+pairs at or above the threshold that each finds. Ten found pairs whose texts differ are kept.
+
+    python benchmarks/bench_boxes.py --index consults          # the README quick-start index
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+
+import numpy as np
+import torch
+from sentence_transformers.util import paraphrase_mining_embeddings
+
+import simqa
+from simqa.boxes import write_boxes
+from simqa.duplicates import DEFAULT_MIN_SCORE, find_duplicates, similar_pairs
+from simqa.records import normalise
+from simqa.vectors.faissio import set_threads
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def machine() -> dict[str, str]:
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    keep = ("Model name", "CPU(s)", "Thread(s) per core", "L2 cache", "L3 cache")
+    info = {}
+    for line in lscpu.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in keep:
+            info[key.strip()] = value.strip()
+    meminfo = Path("/proc/meminfo").read_text().splitlines()[0].split()
+    info["memory"] = f"{int(meminfo[1]) / 2**20:.0f} GiB"
+    info["python"] = platform.python_version()
+    packages = ("simqa", "faiss-cpu", "sentence-transformers", "torch", "numpy", "scipy")
+    info["versions"] = ", ".join(f"{name} {version(name)}" for name in packages)
+    return info
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {
+        "median": round(statistics.median(values), 4),
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+        "runs": [round(v, 4) for v in values],
+    }
+
+
+def boxes(index: simqa.Index, k: int, sample: int, repeats: int, seed: int) -> dict:
+    """Per-id ``similar`` (all threads, as a user's loop runs it, and one faiss thread, its
+    best case on a shared machine) against ``similar_all`` (all threads), every repeat."""
+    ids = [r.id for r in index.records()]
+    times: dict[str, list[float]] = {"similar": [], "similar_1_thread": [], "similar_all": []}
+    checked, unequal = 0, []
+    for repeat in range(repeats):
+        picked = random.Random(seed + repeat).sample(ids, min(sample, len(ids)))
+        expected = {}
+        for name, threads in (("similar", None), ("similar_1_thread", 1)):
+            set_threads(threads)
+            start = time.perf_counter()
+            expected = {rid: index.similar(rid, k) for rid in picked}
+            times[name].append((time.perf_counter() - start) / len(picked) * len(ids))
+        set_threads(None)
+        start = time.perf_counter()
+        wanted, found = set(picked), {}
+        for rid, hits in index.similar_all(k):
+            if rid in wanted:
+                found[rid] = hits
+        times["similar_all"].append(time.perf_counter() - start)
+        for rid in picked:
+            a = [(h.id, round(h.score, 5)) for h in expected[rid]]
+            b = [(h.id, round(h.score, 5)) for h in found.get(rid, [])]
+            checked += 1
+            if a != b:
+                unequal.append({"id": rid, "similar": a, "similar_all": b})
+    every = times["similar_all"]
+    return {
+        "consultations": len(ids),
+        "k": k,
+        "sample_per_repeat": min(sample, len(ids)),
+        "minutes_for_every_id": {
+            name: spread([t / 60 for t in values]) for name, values in times.items()
+        },
+        "similar_per_id_ms": {
+            name: spread([t / len(ids) * 1000 for t in values]) for name, values in times.items()
+        },
+        "speedup_vs_similar": spread([a / b for a, b in zip(times["similar"], every, strict=True)]),
+        "speedup_vs_similar_1_thread": spread(
+            [a / b for a, b in zip(times["similar_1_thread"], every, strict=True)]
+        ),
+        "ids_compared": checked,
+        "ids_with_different_hits": len(unequal),
+        "differences": unequal[:10],
+    }
+
+
+def writer(index: simqa.Index, k: int) -> dict:
+    """The whole ``simqa similar --all --out FILE`` path, Related FAQ included."""
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "boxes.jsonl"
+        start = time.perf_counter()
+        count = write_boxes(index, k, out=out)
+        seconds = time.perf_counter() - start
+        size = out.stat().st_size
+        with out.open() as handle:
+            lines = [json.loads(next(handle)) for _ in range(min(count, 2000))]
+    with_topics = sum(1 for line in lines if line["related_faq"])
+    return {
+        "boxes": count,
+        "minutes": round(seconds / 60, 3),
+        "megabytes": round(size / 1e6, 1),
+        "share_with_related_faq_first_2000": round(with_topics / len(lines), 3),
+    }
+
+
+def duplicates(index: simqa.Index, min_score: float, repeats: int, pm_repeats: int) -> dict:
+    _, stored = index.embeddings()
+    vectors = np.ascontiguousarray(stored, dtype=np.float32)
+    runs: dict[str, list[float]] = {"simqa": [], "exact_range_search": [], "paraphrase_mining": []}
+    pairs: dict[str, set[tuple[int, int]]] = {}
+    for repeat in range(repeats):
+        start = time.perf_counter()
+        i, j, _ = similar_pairs(vectors, min_score)
+        runs["simqa"].append(time.perf_counter() - start)
+        pairs["simqa"] = set(zip(i.tolist(), j.tolist(), strict=True))
+        if repeat < pm_repeats:
+            start = time.perf_counter()
+            i, j, _ = similar_pairs(vectors, min_score, exact_max=len(vectors))
+            runs["exact_range_search"].append(time.perf_counter() - start)
+            pairs["exact_range_search"] = set(zip(i.tolist(), j.tolist(), strict=True))
+
+            start = time.perf_counter()
+            mined = paraphrase_mining_embeddings(torch.from_numpy(vectors.copy()))
+            runs["paraphrase_mining"].append(time.perf_counter() - start)
+            pairs["paraphrase_mining"] = {(a, b) for s, a, b in mined if s >= min_score}
+    reference = pairs["paraphrase_mining"]
+    pm_median = statistics.median(runs["paraphrase_mining"])
+    systems = {
+        name: {
+            "seconds": spread(times),
+            "pairs": len(pairs[name]),
+            "share_of_paraphrase_mining_pairs": round(
+                len(pairs[name] & reference) / max(1, len(reference)), 5
+            ),
+            "share_of_exact_pairs": round(
+                len(pairs[name] & pairs["exact_range_search"])
+                / max(1, len(pairs["exact_range_search"])),
+                5,
+            ),
+            "speedup_vs_paraphrase_mining": round(pm_median / statistics.median(times), 2),
+        }
+        for name, times in runs.items()
+    }
+    start = time.perf_counter()
+    found = find_duplicates(index, min_score)
+    command = time.perf_counter() - start
+    return {
+        "min_score": min_score,
+        "vectors": len(vectors),
+        "systems": systems,
+        "find_duplicates_seconds_with_records": round(command, 2),
+        "groups": len(found.groups),
+        "largest_group": max((len(g.members) for g in found.groups), default=0),
+        "pairs_with_identical_text": sum(1 for p in found.pairs if _same_text(p)),
+        "examples": examples(found, 10),
+    }
+
+
+def _same_text(pair) -> bool:
+    return _text(pair.a) == _text(pair.b)
+
+
+def _text(record) -> str:
+    return normalise(record.embedding_text()).casefold()
+
+
+def examples(found, count: int) -> list[dict]:
+    """``count`` pairs whose texts differ, spread over sources and scores, best first."""
+    different = [p for p in found.pairs if not _same_text(p)]
+    by_kind: dict[tuple[str, str], list] = {}
+    for pair in different:
+        by_kind.setdefault(tuple(sorted((pair.a.source, pair.b.source))), []).append(pair)
+    chosen: list = []
+    while len(chosen) < count and any(by_kind.values()):
+        for kind in sorted(by_kind, key=lambda k: -len(by_kind[k])):
+            if by_kind[kind] and len(chosen) < count:
+                pool = by_kind[kind]
+                chosen.append(pool.pop(len(pool) // 2 if len(chosen) % 2 else 0))
+    chosen.sort(key=lambda p: -p.score)
+    return [p.to_json() for p in chosen]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--index", default="consults")
+    parser.add_argument("-k", type=int, default=4)
+    parser.add_argument("--sample", type=int, default=1000, help="ids per repeat for similar")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--pm-repeats", type=int, default=2, help="repeats of the slow baselines")
+    parser.add_argument("--min-score", type=float, default=DEFAULT_MIN_SCORE)
+    parser.add_argument("--skip", choices=("boxes", "duplicates"), action="append", default=[])
+    parser.add_argument("--out", type=Path, default=RESULTS / "bench_boxes.json")
+    args = parser.parse_args()
+
+    index = simqa.open_index(args.index)
+    result: dict = {
+        "command": " ".join(["python", *sys.argv]),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "index": {k: index.info()[k] for k in ("records", "index_type", "index_params")},
+        "load_average_start": os.getloadavg(),
+    }
+    if "boxes" not in args.skip:
+        result["boxes"] = boxes(index, args.k, args.sample, args.repeats, seed=10)
+        result["writer"] = writer(index, args.k)
+        print(json.dumps(result["boxes"], indent=1)[:1500], result["writer"], flush=True)
+    if "duplicates" not in args.skip:
+        result["duplicates"] = duplicates(index, args.min_score, args.repeats, args.pm_repeats)
+        print(json.dumps(result["duplicates"]["systems"], indent=1), flush=True)
+    result["load_average_end"] = os.getloadavg()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
