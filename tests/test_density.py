@@ -56,8 +56,9 @@ def test_engine_orders_by_cosine_less_the_penalty(tmp_path, questions):
     records = [Consultation(id=f"q{i}", question=q) for i, q in enumerate(questions)]
     records.append(Consultation(
         id="target", question="My legs feel restless and jumpy at night, what can help me?"))
-    index = simqa.build(records, tmp_path / "hub", encoder="torch")
-    assert index.info()["hub_penalty"] == {"weight": DEFAULT_WEIGHT, "k": DEFAULT_K}
+    weight = 0.5
+    index = simqa.build(records, tmp_path / "hub", encoder="torch", hub_penalty=weight)
+    assert index.info()["hub_penalty"] == {"weight": weight, "k": DEFAULT_K}
     ids, vectors = index.embeddings()
     density = np.load(index.dir / "density.npy")
     assert np.allclose(density, brute_force(np.asarray(vectors), DEFAULT_K), atol=1e-5)
@@ -67,11 +68,12 @@ def test_engine_orders_by_cosine_less_the_penalty(tmp_path, questions):
     vid = {r.id: v for v, r in index.snapshot.store.iter_records()}
     for hit in hits:
         row = int(np.searchsorted(ids, vid[hit.id]))
-        assert hit.rank_score == pytest.approx(hit.score - DEFAULT_WEIGHT * density[row], abs=1e-5)
+        assert hit.rank_score == pytest.approx(hit.score - weight * density[row], abs=1e-5)
     assert [h.rank_score for h in hits] == sorted((h.rank_score for h in hits), reverse=True)
 
-    plain = simqa.build(records, tmp_path / "plain", encoder="torch", hub_penalty=0)
-    assert plain.info()["hub_penalty"] == {} and not (plain.dir / "density.npy").exists()
+    plain = simqa.build(records, tmp_path / "plain", encoder="torch")  # the default: off
+    assert DEFAULT_WEIGHT == 0 and plain.info()["hub_penalty"] == {}
+    assert not (plain.dir / "density.npy").exists()
     cosine = plain.search(query, k=5, min_score=-1)
     assert all(h.rank_score == h.score for h in cosine)
     assert [h.score for h in cosine] == sorted((h.score for h in cosine), reverse=True)
@@ -90,3 +92,20 @@ def test_append_recomputes_densities(tmp_path, questions):
     density = np.load(grown.dir / "density.npy")
     assert len(density) == len(questions)
     assert np.allclose(density, brute_force(np.asarray(vectors), DEFAULT_K), atol=1e-5)
+
+
+def test_a_box_shows_each_question_once(tmp_path):
+    """Sites and FAQ collections repeat questions under several ids: show each once."""
+    text = "What are the symptoms of restless legs syndrome?"
+    records = [
+        Consultation(id="a", question=text, source="GARD"),
+        Consultation(id="b", question=text.upper(), source="GHR"),  # same question, shouted
+        Consultation(id="c", question="  what are the symptoms of  restless legs syndrome?"),
+        Consultation(id="d", question="How is restless legs syndrome treated?"),
+        Consultation(id="e", question="Why do my legs twitch when I fall asleep?"),
+    ]
+    index = simqa.build(records, tmp_path / "dups")
+    hits = index.search("restless legs symptoms", k=3, min_score=-1)
+    assert hits[0].id in {"a", "b", "c"} and {h.id for h in hits[1:]} == {"d", "e"}
+    # an indexed consultation's box leaves out itself and every copy of its question
+    assert {h.id for h in index.similar("a", k=4, min_score=-1)} == {"d", "e"}

@@ -64,6 +64,12 @@ class Hit:
         }
 
 
+def question_key(record: Consultation, fields: str) -> str:
+    """What makes two hits the same question to a reader: the embedded text, case and spacing
+    ignored (the uncased model gives such copies one vector). A box shows each once."""
+    return normalise(record.embedding_text(fields)).casefold()
+
+
 def check_query(text: str) -> str:
     """The normalised query, or BadQuery naming what is wrong with it."""
     if not isinstance(text, str):

@@ -21,7 +21,7 @@ from simqa import density as hubs
 from simqa.embed import shared_encoder, threads
 from simqa.errors import ModelMismatch, UnknownConsultation
 from simqa.index import layout
-from simqa.index.hits import Filters, Hit, check_k, check_query
+from simqa.index.hits import Filters, Hit, check_k, check_query, question_key
 from simqa.index.snapshot import EXACT_SUBSET_MAX, Snapshot
 from simqa.manifest import Manifest
 from simqa.models import resolve_model
@@ -186,16 +186,17 @@ class Index:
         return found[1]
 
     def similar(self, record_id: str, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]:
-        """Neighbours of an indexed consultation, leaving out itself and exact duplicates."""
+        """Neighbours of an indexed consultation, leaving out itself and copies of its question."""
         check_k(k)
         snapshot = self.snapshot
         found = snapshot.store.get(str(record_id))
         if found is None:
             raise UnknownConsultation(f"no consultation with id {record_id!r} in this index")
-        vid, _record, text_hash = found
+        vid, record, _hash = found
         row = snapshot.rows(np.array([vid], dtype=np.int64))
         vector = np.asarray(snapshot.emb[row], dtype=np.float32)
-        return self._search(snapshot, vector, k, [{text_hash}], filters)[0]
+        own = {question_key(record, snapshot.manifest.embed_fields)}
+        return self._search(snapshot, vector, k, [own], filters)[0]
 
     def similar_to(self, record: Consultation, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]:
         """Neighbours of a consultation that need not be indexed (e.g. a page file)."""
@@ -203,7 +204,7 @@ class Index:
         snapshot = self.snapshot
         fields = snapshot.manifest.embed_fields
         vector = self.encoder.encode([check_query(record.embedding_text(fields))])
-        own = {record.content_hash(fields)}
+        own = {question_key(record, fields)}
         return self._search(snapshot, vector, k, [own], filters)[0]
 
     def similar_all(
@@ -218,7 +219,8 @@ class Index:
             records = snapshot.store.fetch(vids)
             present = [v for v in vids if int(v) in records]
             vectors = np.asarray(snapshot.emb[snapshot.rows(np.array(present))], np.float32)
-            own = [{records[int(v)][1]} for v in present]
+            fields = snapshot.manifest.embed_fields
+            own = [{question_key(records[int(v)][0], fields)} for v in present]
             for vid, hits in zip(
                 present, self._search(snapshot, vectors, k, own, filters), strict=True
             ):
@@ -375,6 +377,8 @@ def _rank(
         ranked = hubs.penalised(s, snapshot.density[snapshot.rows(v)], snapshot.hub_weight)
     order = np.argsort(-ranked, kind="stable")
     hits: list[Hit] = []
+    shown = set(exclude or ())  # a box shows each question once, and never the query's own
+    fields = snapshot.manifest.embed_fields
     # fetch records best first, a few more than k at a time, until k hits pass
     for start in range(0, len(order), k + SPARE):
         chunk = order[start : start + k + SPARE]
@@ -385,9 +389,11 @@ def _rank(
             found = cache.get(int(v[j]))
             if found is None:
                 continue
-            record, text_hash = found
-            if exclude and text_hash in exclude:
+            record = found[0]
+            key = question_key(record, fields)
+            if key in shown:
                 continue
+            shown.add(key)
             hits.append(Hit(record.id, float(s[j]), record, float(ranked[j])))
             if len(hits) == k:
                 return hits
