@@ -1,6 +1,7 @@
 """The live index, measured: concurrent writers, filters against exact search, open time.
 
     python benchmarks/bench_live_index.py writers            # 2 and 8 concurrent appends
+    python benchmarks/bench_live_index.py kills --trials 30  # appends killed at random moments
     python benchmarks/bench_live_index.py filters --index consults
     python benchmarks/bench_live_index.py open --size 1000000
 
@@ -85,6 +86,75 @@ def writers(_args: argparse.Namespace) -> None:
                 "versions_published": int(index.dir.name[1:]),
             })  # fmt: skip
     save("writers", {"runs": runs})
+
+
+def kills(args: argparse.Namespace) -> None:
+    """`simqa build --append` SIGKILLed at random moments: what the index holds after each."""
+    import random
+    import signal
+
+    from simqa.index import layout
+    from simqa.ingest import load
+
+    real = list(load([DATA / "lasseregin_medical_qa" / "questionDoctorQAs.json"]))
+    rng = random.Random(args.seed)
+    trials = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "idx"
+        simqa.build(real[:200], path)
+        committed = {r.id for r in real[:200]}
+
+        def append_cmd(t: int) -> list[str]:
+            f = Path(tmp) / f"k{t}.jsonl"
+            batch = [Consultation(id=f"k{t}-{i}", title=r.title, question=r.question)
+                     for i, r in enumerate(real[200 + 5 * t : 205 + 5 * t])]  # fmt: skip
+            f.write_text("".join(json.dumps(r.to_dict()) + "\n" for r in batch))
+            return [sys.executable, "-m", "simqa", "build", str(f), "--index", str(path),
+                    "--append", "-q"]  # fmt: skip
+
+        started = time.perf_counter()
+        subprocess.run(append_cmd(0), check=True)
+        full = time.perf_counter() - started
+        committed |= {f"k0-{i}" for i in range(5)}
+        for t in range(1, args.trials + 1):
+            delay = rng.uniform(0.3 * full, 1.1 * full)
+            proc = subprocess.Popen(append_cmd(t), stderr=subprocess.DEVNULL)
+            try:
+                code = proc.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                code = None
+            leftovers = sorted(p.name for p in path.glob(".staging-*"))
+            index = simqa.open_index(path, verify=True)
+            present = {r.id for r in index.records()}
+            batch = {f"k{t}-{i}" for i in range(5)}
+            landed = batch <= present
+            if code == 0 or landed:
+                committed |= batch
+            trials.append({
+                "trial": t, "delay_s": round(delay, 2),
+                "outcome": "completed" if code == 0 else "killed",
+                "its_records": "all" if landed else ("none" if not batch & present else "SOME"),
+                "records": len(present), "holds_every_committed": committed <= present,
+                "nothing_else": present <= committed, "answers": bool(index.search_vectors(
+                    np.asarray(index.embeddings()[1][:1]), 1)),
+                "staging_left_behind": len(leftovers),
+            })  # fmt: skip
+        simqa.build([Consultation(id="after", question="Ringing ears at night")], path,
+                    append=True)  # fmt: skip
+        cleaned = not list(path.glob(".staging-*"))
+        live = layout.current_version(path).name
+    save("kills", {"one_append_seconds": round(full, 2), "trials": trials,
+                   "summary": {
+                       "killed": sum(t["outcome"] == "killed" for t in trials),
+                       "completed": sum(t["outcome"] == "completed" for t in trials),
+                       "killed_after_publishing": sum(t["outcome"] == "killed" and
+                                                      t["its_records"] == "all" for t in trials),
+                       "all_hold_every_committed_record": all(
+                           t["holds_every_committed"] and t["nothing_else"] for t in trials),
+                       "partial_writes": sum(t["its_records"] == "SOME" for t in trials),
+                       "next_write_cleaned_up": cleaned, "live_version": live}})  # fmt: skip
 
 
 def filters(args: argparse.Namespace) -> None:
@@ -201,6 +271,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="part", required=True)
     sub.add_parser("writers")
+    kp = sub.add_parser("kills")
+    kp.add_argument("--trials", type=int, default=30)
+    kp.add_argument("--seed", type=int, default=0)
     f = sub.add_parser("filters")
     f.add_argument("--index", default="consults")
     f.add_argument("--queries", type=int, default=50)
@@ -209,7 +282,8 @@ def main() -> None:
     o.add_argument("--size", type=int, default=1_000_000)
     o.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
-    {"writers": writers, "filters": filters, "open": open_time}[args.part](args)
+    parts = {"writers": writers, "kills": kills, "filters": filters, "open": open_time}
+    parts[args.part](args)
 
 
 if __name__ == "__main__":
