@@ -104,13 +104,19 @@ def test_vectors_agree_with_torch(onnx_encoders, torch_vectors, precision, floor
     assert _cos(got, torch_vectors).min() > floor
 
 
-def test_one_at_a_time_equals_batched(onnx_encoders):
-    """Sorting by length, padding and putting rows back in order lose nothing (fp32 is exact)."""
-    enc = onnx_encoders["fp32"]
+@pytest.mark.parametrize("precision", ["int8", "fp32"])
+def test_a_text_gets_the_same_vector_in_any_batch(onnx_encoders, precision):
+    """int8's dynamic quantisation scales each activation over its input tensor: a text's
+    vector must not depend on the texts (or padding) it is encoded with."""
+    enc = onnx_encoders[precision]
     texts = _questions()
-    batched = enc.encode(texts, batch_size=3)
-    single = np.vstack([enc.encode([t]) for t in texts])
-    assert _cos(batched, single).min() > 0.99999
+    alone = np.vstack([enc.encode([t]) for t in texts])
+    for batch_size in (3, 64):
+        np.testing.assert_allclose(enc.encode(texts, batch_size=batch_size), alone, atol=1e-6)
+    shuffled = [texts[i] for i in np.random.default_rng(0).permutation(len(texts))]
+    np.testing.assert_allclose(
+        enc.encode(shuffled), np.vstack([enc.encode([t]) for t in shuffled]), atol=1e-6
+    )
 
 
 def test_same_nearest_paraphrase_as_torch(onnx_encoders, torch_encoder):

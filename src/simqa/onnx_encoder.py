@@ -396,45 +396,48 @@ class OnnxEncoder:
             return None
         return meta
 
-    def _run(self, ids: list[list[int]], type_ids: list[list[int]]) -> np.ndarray:
-        """One forward pass over a right-padded batch; returns pooled (normalised) vectors."""
-        width = max(len(row) for row in ids)
-        input_ids = np.full((len(ids), width), self._pad_id, dtype=np.int64)
-        mask = np.zeros((len(ids), width), dtype=np.int64)
-        types = np.zeros((len(ids), width), dtype=np.int64)
-        for i, (row, trow) in enumerate(zip(ids, type_ids, strict=True)):
-            input_ids[i, : len(row)] = row
-            mask[i, : len(row)] = 1
-            types[i, : len(trow)] = trow
-        arrays = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": types}
+    def _run(self, ids: list[int], type_ids: list[int]) -> np.ndarray:
+        """One forward pass over one text, unpadded; returns its pooled (normalised) vector.
+
+        One text per call on purpose: dynamic int8 quantisation takes each activation's
+        scale over the whole input tensor, so in a padded batch a text's vector would
+        depend on the other texts (and their padding) it happened to share the batch with.
+        """
+        input_ids = np.asarray([ids], dtype=np.int64)
+        mask = np.ones_like(input_ids)
+        arrays = {
+            "input_ids": input_ids,
+            "attention_mask": mask,
+            "token_type_ids": np.asarray([type_ids], dtype=np.int64),
+        }
         hidden = self.session.run([self._output], {n: arrays[n] for n in self._inputs})[0]
-        vectors = _pool(hidden, mask, self._pooling)
+        vector = _pool(hidden, mask, self._pooling)
         if self._normalize:
-            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return vectors
+            vector /= np.maximum(np.linalg.norm(vector, axis=1, keepdims=True), 1e-12)
+        return vector[0]
 
     def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text, so inner product is cosine."""
+        """Unit-length float32 vectors, one row per text, so inner product is cosine.
+
+        Each text is run alone (see ``_run``), so its vector is the same whichever texts
+        it is encoded with: a build stores what a query of the same text computes. Unpadded
+        single runs cost no more CPU than padded batches here (bench_encoder.py);
+        ``batch_size`` only sets how often the progress bar moves.
+        """
         texts = [self._prompt + str(t) for t in texts]
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        if len(texts) == 1:  # the query path: no sorting, no padding
-            enc = self.tokenizer.encode(texts[0])
-            vectors = self._run([enc.ids], [enc.type_ids])
-            return np.ascontiguousarray(vectors, dtype=np.float32)
-        encodings = self.tokenizer.encode_batch(texts)
-        # Longest first, like sentence-transformers: batches of similar length pad little.
-        order = sorted(range(len(texts)), key=lambda i: -len(encodings[i].ids))
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        batch_size = max(1, int(batch_size))
-        starts: Any = range(0, len(texts), batch_size)
+        if len(texts) == 1:  # the query path
+            enc = self.tokenizer.encode(texts[0])
+            out[0] = self._run(enc.ids, enc.type_ids)
+            return out
+        step = max(1, int(batch_size))
+        starts: Any = range(0, len(texts), step)
         if progress:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc="Batches", total=-(-len(texts) // batch_size))
+            starts = tqdm(starts, desc="Batches", total=-(-len(texts) // step))
         for start in starts:
-            chunk = order[start : start + batch_size]
-            out[chunk] = self._run(
-                [encodings[i].ids for i in chunk], [encodings[i].type_ids for i in chunk]
-            )
+            chunk = self.tokenizer.encode_batch(texts[start : start + step])
+            for i, enc in enumerate(chunk, start):
+                out[i] = self._run(enc.ids, enc.type_ids)
         return out
