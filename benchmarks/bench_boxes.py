@@ -196,17 +196,18 @@ def _text(record) -> str:
 
 
 def examples(found, count: int) -> list[dict]:
-    """``count`` pairs whose texts differ, spread over sources and scores, best first."""
-    different = [p for p in found.pairs if not _same_text(p)]
+    """``count`` pairs whose texts differ: every kind of source pair gets its share, spread
+    evenly over its pairs from the most to the least similar."""
     by_kind: dict[tuple[str, str], list] = {}
-    for pair in different:
-        by_kind.setdefault(tuple(sorted((pair.a.source, pair.b.source))), []).append(pair)
+    for pair in found.pairs:
+        if not _same_text(pair):
+            by_kind.setdefault(tuple(sorted((pair.a.source, pair.b.source))), []).append(pair)
     chosen: list = []
-    while len(chosen) < count and any(by_kind.values()):
-        for kind in sorted(by_kind, key=lambda k: -len(by_kind[k])):
-            if by_kind[kind] and len(chosen) < count:
-                pool = by_kind[kind]
-                chosen.append(pool.pop(len(pool) // 2 if len(chosen) % 2 else 0))
+    kinds = sorted(by_kind, key=lambda kind: len(by_kind[kind]))
+    for n, kind in enumerate(kinds):
+        pool, share = by_kind[kind], (count - len(chosen)) // (len(kinds) - n)
+        picks = np.linspace(0, len(pool) - 1, min(share, len(pool))).round().astype(int)
+        chosen += [pool[i] for i in picks]
     chosen.sort(key=lambda p: -p.score)
     return [p.to_json() for p in chosen]
 
