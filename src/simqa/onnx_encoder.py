@@ -7,14 +7,15 @@ the installed weights. The export lands in a cache folder keyed by the model's f
 tokenizer and a small ``simqa_onnx.json`` with what pooling needs; later loads read only those
 files with onnxruntime, tokenizers and numpy.
 
-Quantisation recipe (measured in benchmarks/bench_encoder.py): int8 weights with one scale
-per output channel, for the MatMuls only, and not for the feed-forward down-projections
-(the MatMuls whose weight narrows, e.g. 1536 -> 384), whose inputs carry the transformer's
-activation outliers; the embedding tables stay float32 too. quantize_dynamic's defaults
-(per-tensor, embeddings included) moved MiniLM's vectors to a mean cosine of 0.96 with torch;
-per-channel gave 0.995, and keeping the down-projections in float 0.998, at 1.5x the CPU time
-of all-int8 (3.0 against 2.0 ms per short query on one thread; torch 16 ms). All-int8 lost
-0.84 points of MQP recall@1 when querying a torch-built index; this recipe 0.24.
+Recipe (measured in benchmarks/bench_encoder.py, ``recipes``): onnxruntime's transformer
+optimizer first fuses the traced graph (attention, embedding + layer norm, skip + layer norm,
+bias + GELU), so that quantisation turns each attention block into one QAttention and the
+int8 attention kernel runs; then every MatMul gets int8 weights with one scale per output
+channel, except the first layer's feed-forward down-projection, whose input carries the
+largest activation outliers (max 25 against a median channel max of 1.7 in MiniLM) and stays
+float32, as do the embedding tables. Without the fusion, and with all six down-projections in
+float (format 1), a 25-token question took 1.7x the CPU time for a mean cosine to torch of
+0.998 instead of 0.996; the MQP recall@1 of both is in benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -38,13 +39,15 @@ from simqa.errors import SimqaError
 from simqa.models import resolve_model
 
 # Bump when the exported files or the recipe change, so old cache folders are not reused.
-EXPORT_FORMAT = 1
-RECIPE = "matmul-int8-per-channel-ffn-down-fp32"
+EXPORT_FORMAT = 2
+RECIPE = "fused-attention-int8-per-channel-first-ffn-down-fp32"
 META = "simqa_onnx.json"
 TOKENIZER = "tokenizer.json"
 FP32 = "model.onnx"
 INT8 = "model.int8.onnx"
 PRECISIONS = {"int8": INT8, "fp32": FP32}
+#: a model folder may carry its own export here (``simqa adapt`` writes one), used before the cache
+BUNDLED = "onnx"
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 _SKIP_DIRS = {".git", "onnx", "openvino", "__pycache__"}
 
@@ -217,7 +220,7 @@ def _export_graph(transformer: Any, target: Path) -> list[str]:
 
 
 def down_projections(source: Path) -> list[str]:
-    """MatMul nodes whose constant weight narrows its input (FFN outputs): kept in float."""
+    """MatMul nodes whose constant weight narrows its input (FFN outputs), in graph order."""
     import onnx
 
     graph = onnx.load(str(source), load_external_data=False).graph
@@ -231,8 +234,23 @@ def down_projections(source: Path) -> list[str]:
     ]
 
 
+def _fuse(source: Path, target: Path, heads: int, hidden: int) -> None:
+    """onnxruntime's BERT fusions (Attention, EmbedLayerNormalization, SkipLayerNormalization,
+    BiasGelu) on the traced graph; a graph they do not recognise is written back as it is."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    logging.disable(logging.WARNING)  # it logs each fusion it could not apply
+    try:
+        fused = optimize_model(str(source), model_type="bert", num_heads=heads, hidden_size=hidden)
+        fused.save_model_to_file(str(target))
+    finally:
+        logging.disable(logging.NOTSET)
+
+
 def _quantize(source: Path, target: Path) -> None:
-    """int8 MatMul weights, one scale per output channel; down-projections and embeddings float."""
+    """int8 weights, one scale per output channel, for every MatMul and fused Attention but
+    the first feed-forward down-projection; embeddings and layer norms stay float."""
+    import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     logging.disable(logging.WARNING)  # its advice to pre-process goes to the root logger
@@ -242,8 +260,10 @@ def _quantize(source: Path, target: Path) -> None:
             str(target),
             weight_type=QuantType.QInt8,
             per_channel=True,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_exclude=down_projections(source),
+            op_types_to_quantize=["MatMul", "Attention"],
+            nodes_to_exclude=down_projections(source)[:1],
+            # fused ops (contrib domain) leave shape inference without output types
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     finally:
         logging.disable(logging.NOTSET)
@@ -278,8 +298,14 @@ def export(model: str | None, out_dir: Path, quantize: bool = True) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         with _atomic(out_dir / TOKENIZER) as tmp:
             backend.save(str(tmp))
-        with _atomic(out_dir / FP32) as tmp:
-            inputs = _export_graph(transformer, tmp)
+        with tempfile.TemporaryDirectory(dir=out_dir) as work:
+            traced = Path(work) / "traced.onnx"
+            inputs = _export_graph(transformer, traced)
+            config = transformer.auto_model.config
+            heads = int(getattr(config, "num_attention_heads", 0) or 0)
+            hidden = int(getattr(config, "hidden_size", 0) or 0)
+            with _atomic(out_dir / FP32) as tmp:
+                _fuse(traced, tmp, heads, hidden)
         meta = {
             "format": EXPORT_FORMAT,
             "recipe": RECIPE,
@@ -348,6 +374,8 @@ class OnnxEncoder:
             raise SimqaError(f"unknown onnx precision {precision!r}; choose int8 or fp32")
         self.name, path = model_dir(model)
         self.precision = precision
+        if cache_dir is None and (path / BUNDLED / META).is_file():
+            cache_dir = path / BUNDLED  # an export shipped inside the model folder
         self.dir = Path(cache_dir) if cache_dir else cache_root() / "onnx" / model_key(path)
         self.path = self.dir / PRECISIONS[precision]
         meta = self._read_meta()
