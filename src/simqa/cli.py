@@ -6,12 +6,13 @@ import json
 import os
 import sys
 import time
+from functools import partial
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from simqa.errors import SimqaError
+from simqa.errors import SimqaError, UnknownConsultation
 from simqa.evaluate.cli_command import eval_command
 from simqa.tune_cli import tune_command
 
@@ -122,6 +123,13 @@ def build(
         ),
     ] = None,
     wait: WaitOpt = 300.0,
+    milvus: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep records and vectors in Milvus: http://host:19530, or a Milvus Lite "
+            "file ./NAME.db; the index folder keeps only the manifest."
+        ),
+    ] = None,
 ) -> None:
     """Ingest consultations, embed their questions and write the index atomically.
 
@@ -129,10 +137,16 @@ def build(
     it was built (--model, --fields, --index-type, --encoder, --recall) are refused.
     """
     from simqa.index import build as build_index
+    from simqa.index import index_path
+    from simqa.index.search import remote_backend
     from simqa.ingest import IngestReport
 
     report = IngestReport()
     started = time.perf_counter()
+    if milvus is not None or remote_backend(index_path(index)) is not None:
+        from simqa.milvus.write import build_or_append as build_index  # records in Milvus
+
+        build_index = partial(build_index, uri=milvus)
     try:
         idx = build_index(
             sources,
@@ -347,13 +361,21 @@ def delete(
     from simqa.index import Index
 
     idx = Index.open(index)
-    unknown = [i for i in dict.fromkeys(ids) if idx.snapshot.store.get(i) is None]
+    unknown = [i for i in dict.fromkeys(ids) if not _holds(idx, i)]
     if len(unknown) == len(set(ids)):
         raise SimqaError(f"no consultation with id {', '.join(map(repr, unknown))} in {index}")
     for record_id in unknown:
         typer.echo(f"warning: no consultation with id {record_id!r}; nothing to delete", err=True)
     removed = idx.delete(ids, wait=wait)
     typer.echo(f"deleted {removed:,} consultation(s); {len(idx):,} remain", err=True)
+
+
+def _holds(idx: Any, record_id: str) -> bool:
+    try:
+        idx.get(record_id)
+    except UnknownConsultation:
+        return False
+    return True
 
 
 @app.command()

@@ -1,0 +1,110 @@
+"""Talking to Milvus: a client per URI, calls bounded in time, one-line errors.
+
+pymilvus retries a call whose connection failed (server restarting, connection reset)
+until the call's timeout; past it, or on any other refusal, the caller gets one
+``SimqaError`` line naming the URI, never a gRPC traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pymilvus import MilvusClient, MilvusException
+
+from simqa.errors import SimqaError
+
+T = TypeVar("T")
+#: seconds a call may take, retries included, before it gives up (SIMQA_MILVUS_TIMEOUT)
+DEFAULT_TIMEOUT = 10.0
+_TRANSIENT = re.compile(
+    r"unavailable|failed to connect|connection refused|deadline|timed? ?out|retry timeout|"
+    r"fail connecting|connect(ion)? (reset|closed)|socket closed|goaway",
+    re.IGNORECASE,
+)
+
+
+class MilvusUnavailable(SimqaError):
+    """Milvus did not answer within the time allowed (down, unreachable or frozen)."""
+
+
+def timeout() -> float:
+    return float(os.environ.get("SIMQA_MILVUS_TIMEOUT", DEFAULT_TIMEOUT))
+
+
+def is_lite(uri: str) -> bool:
+    """A Milvus Lite file (``./NAME.db``) rather than a server address."""
+    return uri.endswith(".db") and "://" not in uri
+
+
+def normalise_uri(uri: str) -> str:
+    """``http://host:19530`` as given (``host:port`` gets ``http://``); a Milvus Lite file
+    as an absolute path, so every later command finds it from any folder."""
+    uri = uri.strip()
+    if not uri:
+        raise SimqaError("--milvus needs a URI: http://host:19530 or a Milvus Lite file ./NAME.db")
+    if is_lite(uri):
+        return str(Path(uri).expanduser().resolve())
+    if "://" not in uri:
+        uri = f"http://{uri}"
+    if not re.match(r"^(https?|tcp|grpc)://[^/\s]+", uri):
+        raise SimqaError(f"bad Milvus URI {uri!r}: use http://host:19530 or ./NAME.db")
+    return uri
+
+
+class Connection:
+    """One pymilvus client and the URI its errors name."""
+
+    def __init__(self, uri: str, token: str | None = None) -> None:
+        logging.getLogger("pymilvus").setLevel(logging.CRITICAL)  # errors are ours to tell
+        self.uri = normalise_uri(uri)
+        self.lite = is_lite(self.uri)
+        if self.lite:
+            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+        kwargs: dict[str, Any] = {"uri": self.uri, "timeout": timeout()}
+        if token or os.environ.get("SIMQA_MILVUS_TOKEN"):
+            kwargs["token"] = token or os.environ["SIMQA_MILVUS_TOKEN"]
+        try:
+            self.client = MilvusClient(**kwargs)
+        except MilvusException as exc:
+            raise self._error(exc, "connect") from None
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``client.method(*args, **kwargs)`` bounded by the timeout, errors in one line."""
+        fn: Callable[..., Any] = getattr(self.client, method)
+        if not self.lite:
+            kwargs.setdefault("timeout", timeout())
+        try:
+            return fn(*args, **kwargs)
+        except MilvusException as exc:
+            if method in ("query", "get") and self.empty_lite_result(exc):
+                return []
+            raise self._error(exc, method) from None
+
+    def empty_lite_result(self, exc: Exception) -> bool:
+        """Milvus Lite 2.5 answers an empty query on a collection with an ARRAY field in a
+        shape pymilvus 2.5 cannot read ("Unsupported data type: 0"): that means no rows."""
+        return self.lite and "Unsupported data type: 0" in str(exc)
+
+    def _error(self, exc: MilvusException, what: str) -> SimqaError:
+        message = " ".join(str(exc.message or exc).split())
+        if _TRANSIENT.search(message):
+            return MilvusUnavailable(
+                f"Milvus at {self.uri} did not answer ({what}) within {timeout():g} s, "
+                "retries included: is it running and reachable?"
+            )
+        reason = re.sub(r"\[(database|collection|alias)=[^\]]*\]", "", message)[:300]
+        return SimqaError(f"Milvus at {self.uri} refused {what}: {reason}")
+
+    @staticmethod
+    def same(a: str, b: str) -> bool:
+        """True when two URIs name the same Milvus (after normalising)."""
+        return normalise_uri(a) == normalise_uri(b)
+
+    def close(self) -> None:
+        """Nothing to do: pymilvus shares one connection per URI within a process (closing
+        it would cut off every other index open on the same Milvus); it ends with it."""
