@@ -15,6 +15,7 @@ import pytest
 
 import simqa
 from simqa import Consultation, SimqaError
+from simqa.density import DEFAULT_WEIGHT
 from simqa.evaluate import Pool, evaluate, metrics, read_pairs
 from simqa.evaluate.methods import DEFAULT_METHODS, HybridRRF, MethodContext, make_method, top_k
 from simqa.evaluate.pairs import sha256_file
@@ -287,11 +288,16 @@ def mqp_validation(tmp_path_factory) -> Path:
 
 
 def test_end_to_end_on_an_mqp_sample(mqp_validation):
+    engine_exact = "simqa:hub=0,min_score=none"
     rows = evaluate(
-        MQP, limit=40, seed=0, tune_on=mqp_validation, methods=[*DEFAULT_METHODS, "simqa:hub=0"]
+        MQP,
+        limit=40,
+        seed=0,
+        tune_on=mqp_validation,
+        methods=[*DEFAULT_METHODS, engine_exact, "dense-exact:encoder=onnx"],
     )
     by = {row["method"]: row for row in rows}
-    assert list(by) == ["bm25", "dense-exact", "simqa", "hybrid-rrf", "simqa:hub=0"]
+    assert list(by) == [*DEFAULT_METHODS, engine_exact, "dense-exact:encoder=onnx"]
     dense, bm25 = by["dense-exact"], by["bm25"]
     assert dense["queries"] == 40 and dense["pool"] == 120
     assert dense["recall@1"] > 0.7 and dense["recall@10"] > 0.9
@@ -299,17 +305,58 @@ def test_end_to_end_on_an_mqp_sample(mqp_validation):
     assert dense["pos_above_neg"] > 0.75
     assert 0.6 < dense["accuracy"] <= 1.0 and 0.0 < dense["threshold"] < 1.0
     assert "accuracy" not in bm25  # BM25 scores have no pool-independent threshold
-    # the engine's own index is exact at this size: without the hub penalty it agrees with
-    # plain numpy; with it, it ranks differently but still thresholds the same cosine
+    # each row says which encoder embedded it: the baselines torch, the engine what query uses
+    assert (dense["encoder"], by["simqa"]["encoder"], bm25["encoder"]) == ("torch", "onnx", None)
+    # the engine's own index is exact at this size: without the hub penalty and min-score it
+    # agrees with plain numpy on the same encoder; with them it ranks differently but still
+    # thresholds the same cosine
+    onnx = by["dense-exact:encoder=onnx"]
     for key in ("recall@1", "recall@10", "mrr", "pos_above_neg"):
-        assert by["simqa:hub=0"][key] == pytest.approx(dense[key])
+        assert by[engine_exact][key] == pytest.approx(onnx[key])
     for key in ("accuracy", "threshold"):
-        assert by["simqa"][key] == by["simqa:hub=0"][key] == pytest.approx(dense[key])
-    assert dense["files"] == {str(MQP): sha256_file(MQP), str(mqp_validation): sha256_file(
-        mqp_validation)}
+        assert by["simqa"][key] == by[engine_exact][key] == pytest.approx(onnx[key])
+    assert dense["files"] == {
+        str(MQP): sha256_file(MQP),
+        str(mqp_validation): sha256_file(mqp_validation),
+    }
     assert dense["seed"] == 0 and dense["model"] == "all-MiniLM-L6-v2"
+    assert "chose_settings" not in dense
     for row in rows:
         assert 0.0 <= row["recall@1"] <= row["recall@5"] <= row["recall@10"] <= 1.0
+
+
+@pytest.mark.parametrize("hub", [None, 0.5])
+def test_the_simqa_method_ranks_as_simqa_query_does(tmp_path, hub):
+    """The same pool as a real index built with build's defaults (int8 onnx, its hub
+    penalty, min-score): the method's top 10 is each query's top hits, its own text left out."""
+    from simqa.evaluate.methods import MethodContext, Pool
+
+    pairset = read_pairs(MQP).subset(30, seed=1)
+    texts = list(pairset.candidates)
+    records = [Consultation(id=f"q{i}", question=t) for i, t in enumerate(texts)]
+    index = simqa.build(records, tmp_path / "ix", hub_penalty=hub)
+    assert index.manifest.encoder == "onnx" and index.manifest.min_score is not None
+    assert index.manifest.hub_penalty.get("weight", 0.0) == (hub or DEFAULT_WEIGHT)
+    method = make_method("simqa" if hub is None else f"simqa:hub={hub}", MethodContext())
+    assert method.encoder == "onnx" and method.min_score == index.manifest.min_score
+    queries = [q.text for q in pairset.queries]
+    ids, _ = method.rank(queries, Pool(texts), 11)
+    for query, row in zip(queries, ids, strict=True):
+        own = texts.index(query)
+        want = [int(h.id[1:]) for h in index.search(query, k=11) if h.id != f"q{own}"][:10]
+        assert [int(i) for i in row if i >= 0 and i != own][:10] == want
+    strict = make_method("simqa:min_score=0.9", MethodContext()).rank(queries, Pool(texts), 11)
+    assert (strict[0] == -1).sum() > (ids == -1).sum()
+
+
+def test_sets_that_chose_settings_are_labelled(tmp_path, capsys):
+    from simqa.evaluate.cli_command import print_table
+
+    rqe = RQE_DIR / "MEDIQA2019-Task2-RQE-ValidationSet-AMIA2016.xml"
+    rows = evaluate(rqe, methods=["bm25"], limit=10)
+    assert "hub penalty" in rows[0]["chose_settings"]
+    print_table(rows)
+    assert "not held out" in capsys.readouterr().out
 
 
 def test_distractors_from_an_index(tmp_path, monkeypatch):

@@ -10,8 +10,15 @@ from typing import Annotated, Any
 import typer
 
 #: column headings on the terminal; JSON keeps the full metric keys
-SHORT = {"recall@1": "R@1", "recall@5": "R@5", "recall@10": "R@10", "mrr": "MRR",
-         "ndcg@10": "nDCG@10", "pos_above_neg": "pos>neg", "accuracy": "acc"}
+SHORT = {
+    "recall@1": "R@1",
+    "recall@5": "R@5",
+    "recall@10": "R@10",
+    "mrr": "MRR",
+    "ndcg@10": "nDCG@10",
+    "pos_above_neg": "pos>neg",
+    "accuracy": "acc",
+}
 COLUMNS = ("recall@1", "recall@5", "recall@10", "mrr", "ndcg@10", "pos_above_neg", "accuracy")
 
 
@@ -27,6 +34,8 @@ def print_table(rows: list[dict[str, Any]], file: Any = None) -> None:
     if "distractors" in first:
         added = first["distractors"]
         title += f" (incl. {added['questions']:,} from {added['index']})"
+    if "chose_settings" in first:
+        title += f"\nnot held out: this set {first['chose_settings']}"
     table = Table(title=title)
     table.add_column("method", no_wrap=True)
     extra = [key for key in rows[0] if key.startswith("recall@") and key not in COLUMNS]
@@ -36,7 +45,8 @@ def print_table(rows: list[dict[str, Any]], file: Any = None) -> None:
     table.add_column("s", justify="right")
     for row in rows:
         cells = [f"{row[c]:.3f}" if c in row else "" for c in columns]
-        table.add_row(row["method"], *cells, f"{row['seconds']:.1f}")
+        name = row["method"] + (f" [{row['encoder']}]" if row.get("encoder") else "")
+        table.add_row(name, *cells, f"{row['seconds']:.1f}")
     console = Console(file=file or sys.stdout)
     if not console.is_terminal:  # a pipe or file: no terminal width to fit, keep every digit
         console = Console(file=file or sys.stdout, width=200)
@@ -61,9 +71,10 @@ MethodOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--method",
-        help="Method, repeatable: bm25, dense-exact[:model=M], simqa[:hub=W] (the engine: "
-        "its index type and hub penalty), hybrid-rrf[:bm25=W,dense=W], hybrid-score:bm25=W, "
-        "truncate:words=N, rerank:model=DIR.",
+        help="Method, repeatable: bm25, dense-exact[:model=M,encoder=torch|onnx] (exact "
+        "cosine, torch), simqa[:hub=W,min_score=auto|none|X,encoder=E] (what simqa query "
+        "does: int8 onnx encoder, build's index type, hub penalty, min-score), "
+        "hybrid-rrf[:bm25=W,dense=W], hybrid-score:bm25=W, truncate:words=N, rerank:model=DIR.",
     ),
 ]
 FormatOpt = Annotated[
@@ -95,8 +106,16 @@ def eval_command(
         print(message, file=sys.stderr)
 
     rows = evaluate(
-        pairs, model=model, methods=method or None, distractors=distractors,
-        tune_on=tune_on, k=k, format=format, limit=limit, seed=seed, log=log,
+        pairs,
+        model=model,
+        methods=method or None,
+        distractors=distractors,
+        tune_on=tune_on,
+        k=k,
+        format=format,
+        limit=limit,
+        seed=seed,
+        log=log,
     )
     if as_json:
         print(json.dumps(rows, indent=2))

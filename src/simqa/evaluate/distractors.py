@@ -37,7 +37,7 @@ def load_distractors(index: str | Path, cache: EmbeddingCache) -> Distractors:
         texts, vectors = opened.questions()
         if not texts:
             raise SimqaError(f"index {index} holds no questions to use as distractors")
-        # the evaluation's dense methods encode with torch: reuse only torch-made vectors
+        # reuse only torch-made vectors: an onnx index's may come from another export recipe
         if manifest.encoder == "torch":
             cache.preload(manifest.model, texts, vectors)
         return Distractors(str(index), manifest.model, texts, texts_checksum(texts))

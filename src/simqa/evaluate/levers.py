@@ -38,11 +38,12 @@ class RerankMethod:
 
     absolute_scores = False
 
-    def __init__(self, name: str, base: Method, reranker: Any, top: int = 20,
-                 weight: float = 0.0) -> None:
+    def __init__(
+        self, name: str, base: Method, reranker: Any, top: int = 20, weight: float = 0.0
+    ) -> None:
         self.name, self.base, self.reranker = name, base, reranker
         self.top, self.weight = top, weight
-        self.model = base.model
+        self.model, self.encoder = base.model, base.encoder
         #: models whose training files ``simqa eval`` checks against the evaluated file
         self.trained_models = (reranker.path,)
         # shared by every spec on this reranker (weights, tops): each pair is scored once
@@ -62,8 +63,10 @@ class RerankMethod:
         # one more than ``top``: the query's own text, dropped later, is usually first
         top = min(self.top + 1, ids.shape[1])
         rows, cols = np.nonzero(ids[:, :top] >= 0)
-        logits = self._logits([queries[r] for r in rows], [pool.texts[ids[r, c]] for r, c in
-                                                          zip(rows, cols, strict=True)])
+        logits = self._logits(
+            [queries[r] for r in rows],
+            [pool.texts[ids[r, c]] for r, c in zip(rows, cols, strict=True)],
+        )
         fused = np.full((len(queries), top), -np.inf)
         fused[rows, cols] = logits + self.weight * scores[rows, cols]
         order = np.argsort(-fused, axis=1, kind="stable")
@@ -109,10 +112,12 @@ def _rerank(spec: str, context: MethodContext, params: dict[str, str]) -> Method
 class Truncate:
     """``base`` on texts cut to their first ``words`` words or ``chars`` characters."""
 
-    def __init__(self, name: str, base: Method, words: int | None, chars: int | None,
-                 side: str) -> None:
+    def __init__(
+        self, name: str, base: Method, words: int | None, chars: int | None, side: str
+    ) -> None:
         self.name, self.base, self.words, self.chars, self.side = name, base, words, chars, side
         self.model, self.absolute_scores = base.model, base.absolute_scores
+        self.encoder = base.encoder
         self._pools: dict[str, Pool] = {}
 
     def cut(self, text: str) -> str:
@@ -129,8 +134,9 @@ class Truncate:
             return pool
         if pool.key not in self._pools:
             tag = f"{self.words}:{self.chars}:{pool.key}"
-            self._pools[pool.key] = Pool([self.cut(t) for t in pool.texts],
-                                         hashlib.sha256(tag.encode()).hexdigest())
+            self._pools[pool.key] = Pool(
+                [self.cut(t) for t in pool.texts], hashlib.sha256(tag.encode()).hexdigest()
+            )
         return self._pools[pool.key]
 
     def rank(self, queries: Sequence[str], pool: Pool, depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,11 +167,12 @@ class HybridScore:
 
     absolute_scores = False
 
-    def __init__(self, name: str, dense: Method, lexical: Method, weight: float,
-                 depth: int) -> None:
+    def __init__(
+        self, name: str, dense: Method, lexical: Method, weight: float, depth: int
+    ) -> None:
         self.name, self.dense, self.lexical = name, dense, lexical
         self.weight, self.depth = weight, depth
-        self.model = dense.model
+        self.model, self.encoder = dense.model, dense.encoder
         self._best: dict[tuple[str, str], float] = {}
 
     def _norm(self, queries: Sequence[str], pool: Pool) -> np.ndarray:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from simqa.errors import SimqaError
-from simqa.evaluate.embedcache import EmbeddingCache, texts_checksum
+from simqa.evaluate.embedcache import TORCH, EmbeddingCache, texts_checksum
 
 DEFAULT_METHODS = ("bm25", "dense-exact", "simqa", "hybrid-rrf")
 
@@ -45,6 +45,8 @@ class Method(Protocol):
     name: str
     #: embedding model name, or None for lexical methods
     model: str | None
+    #: the encoder that embedded the texts (torch, onnx), or None for lexical methods
+    encoder: str | None
     #: True when ``similarity`` scores mean the same in any pool (cosine), so a threshold
     #: tuned on one set classifies another
     absolute_scores: bool
@@ -141,6 +143,7 @@ class BM25Method:
     """BM25 (bm25s, Lucene variant) over English-stopworded, Snowball-stemmed tokens."""
 
     model = None
+    encoder = None
     absolute_scores = False
 
     def __init__(self, name: str, k1: float = 1.5, b: float = 0.75, stem: bool = True) -> None:
@@ -153,7 +156,10 @@ class BM25Method:
         import bm25s
 
         return bm25s.tokenize(
-            list(texts), stopwords="en", stemmer=self.stemmer, return_ids=False,
+            list(texts),
+            stopwords="en",
+            stemmer=self.stemmer,
+            return_ids=False,
             show_progress=False,
         )
 
@@ -209,28 +215,38 @@ def _bm25(spec: str, context: MethodContext, params: dict[str, str]) -> Method:
 
 
 class DenseExact:
-    """Exact inner product of unit vectors (cosine) over the whole pool, with numpy."""
+    """Exact inner product of unit vectors (cosine) over the whole pool, with numpy.
+
+    ``encoder``: torch (sentence-transformers itself, the default) or onnx / auto.
+    """
 
     absolute_scores = True
     chunk = 256
 
-    def __init__(self, name: str, model: str | None, cache: EmbeddingCache) -> None:
+    def __init__(
+        self, name: str, model: str | None, cache: EmbeddingCache, encoder: str = TORCH
+    ) -> None:
         self.name, self.cache = name, cache
         self.model = cache.model_name(model)
+        self._asked = encoder
+        self.encoder = cache.kind(model, encoder)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return self.cache.encode(self.model, texts, self._asked)
 
     def pool_vectors(self, pool: Pool) -> np.ndarray:
-        return self.cache.matrix(self.model, pool.texts, pool.key)
+        return self.cache.matrix(self.model, pool.texts, pool.key, self._asked)
 
     def rank(self, queries: Sequence[str], pool: Pool, depth: int) -> tuple[np.ndarray, np.ndarray]:
         vectors = self.pool_vectors(pool)
-        q = self.cache.encode(self.model, queries)
+        q = self.embed(queries)
         parts = [
             top_k(q[s : s + self.chunk] @ vectors.T, depth) for s in range(0, len(q), self.chunk)
         ]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
     def score(self, queries: Sequence[str], pool: Pool, columns: np.ndarray) -> np.ndarray:
-        q = self.cache.encode(self.model, queries)
+        q = self.embed(queries)
         return np.einsum("ij,ij->i", q, self.pool_vectors(pool)[np.asarray(columns)])
 
 
@@ -238,21 +254,38 @@ def _model_param(params: dict[str, str], context: MethodContext) -> str | None:
     return params.pop("model", None) or context.model
 
 
+def _encoder_param(params: dict[str, str], default: str, spec: str) -> str:
+    encoder = params.pop("encoder", default)
+    if encoder not in ("torch", "onnx", "auto"):
+        raise SimqaError(f"method {spec!r}: encoder is torch, onnx or auto")
+    return encoder
+
+
 def _dense(spec: str, context: MethodContext, params: dict[str, str]) -> Method:
     model = _model_param(params, context)
+    encoder = _encoder_param(params, TORCH, spec)
     _no_more(params, spec)
-    return DenseExact(spec, model, context.cache)
+    return DenseExact(spec, model, context.cache, encoder)
 
 
 class SimqaVectors(DenseExact):
-    """The engine's own path: the model's vectors in the backend simqa picks for the pool,
-    ordered with the hub penalty (``hub`` is its weight; 0 turns it off)."""
+    """What ``simqa query`` does, on the evaluation's pool: the encoder it uses (int8 onnx
+    by default), the vector index ``simqa build`` would choose and tune for the pool, the
+    hub penalty (``hub``: its weight, the index default unless given; 0 turns it off) over
+    the candidates a query asks the index for, and the index's default ``min_score``."""
 
     def __init__(
-        self, name: str, model: str | None, cache: EmbeddingCache, hub: float = 0.0
+        self,
+        name: str,
+        model: str | None,
+        cache: EmbeddingCache,
+        hub: float = 0.0,
+        encoder: str = "auto",
+        min_score: float | None = None,
     ) -> None:
-        super().__init__(name, model, cache)
+        super().__init__(name, model, cache, encoder)
         self.hub = hub
+        self.min_score = min_score
         self._pool_key = ""
         self._index: Any = None
         self._density = np.zeros(0, dtype=np.float32)
@@ -261,6 +294,7 @@ class SimqaVectors(DenseExact):
     def _prepare(self, pool: Pool) -> Any:
         from simqa import vectors as backends
         from simqa.density import neighbour_density
+        from simqa.index.build import DEFAULT_RECALL
 
         if self._pool_key != pool.key:
             vectors = self.pool_vectors(pool)
@@ -271,25 +305,36 @@ class SimqaVectors(DenseExact):
             if self.kind != "flat":  # as simqa build does: the cheapest setting at recall 0.95
                 from simqa.vectors.tuning import tune_search_params
 
-                tune_search_params(index, vectors, ids, target=0.95)
+                tune_search_params(index, vectors, ids, target=DEFAULT_RECALL)
             if self.hub:
                 self._density = neighbour_density(index.search, vectors, ids)
             self._index, self._pool_key = index, pool.key
         return self._index
 
     def rank(self, queries: Sequence[str], pool: Pool, depth: int) -> tuple[np.ndarray, np.ndarray]:
+        """The engine's order: its first ``RERANK_DEPTH`` candidates (what a query for up to
+        56 hits asks the index for) re-ordered by the penalty, then the rest the same way,
+        below them; candidates under ``min_score`` are dropped (-1), as a query drops them."""
         from simqa.density import RERANK_DEPTH, penalised
 
         index = self._prepare(pool)
-        q = self.cache.encode(self.model, queries)
-        fetch = max(depth, RERANK_DEPTH) if self.hub else depth
-        scores, ids = index.search(q, min(fetch, len(pool)))
-        ids, scores = np.asarray(ids, dtype=np.int64), np.asarray(scores)
+        q = self.embed(queries)
+        head = RERANK_DEPTH if self.hub else depth
+        scores, ids = index.search(q, min(max(depth, head), len(pool)))
+        ids, scores = np.asarray(ids, dtype=np.int64), np.asarray(scores, dtype=np.float64)
+        valid = ids >= 0
+        if self.min_score is not None:
+            valid &= scores >= self.min_score
+        ranked = scores
         if self.hub:
-            scores = np.where(ids >= 0, penalised(scores, self._density[ids], self.hub), -np.inf)
-            order = np.argsort(-scores, axis=1, kind="stable")
-            ids = np.take_along_axis(ids, order, axis=1)
-            scores = np.take_along_axis(scores, order, axis=1)
+            ranked = penalised(scores, self._density[np.where(ids >= 0, ids, 0)], self.hub)
+            # the head is re-ordered among itself; the tail stays below it
+            ranked = ranked - np.where(np.arange(ids.shape[1]) < head, 0.0, 1e3)[None, :]
+        ranked = np.where(valid, ranked, -np.inf)
+        order = np.argsort(-ranked, axis=1, kind="stable")
+        ids = np.where(valid, ids, -1)
+        ids = np.take_along_axis(ids, order, axis=1)
+        scores = np.take_along_axis(ranked, order, axis=1)
         return ids[:, :depth], scores[:, :depth]
 
     def similarity(self, queries: Sequence[str], pool: Pool, columns: np.ndarray) -> np.ndarray:
@@ -308,11 +353,24 @@ class SimqaVectors(DenseExact):
 
 def _simqa(spec: str, context: MethodContext, params: dict[str, str]) -> Method:
     from simqa.density import DEFAULT_WEIGHT
+    from simqa.embed import DEFAULT_ENCODER
+    from simqa.threshold import default_min_score
 
     model = _model_param(params, context)
     hub = _number(params, "hub", DEFAULT_WEIGHT, spec)
+    encoder = _encoder_param(params, DEFAULT_ENCODER, spec)
+    given = params.pop("min_score", "auto").lower()
     _no_more(params, spec)
-    return SimqaVectors(spec, model, context.cache, hub)
+    if given == "auto":  # what simqa build records for the model
+        min_score = default_min_score(context.cache.model_name(model))
+    elif given == "none":
+        min_score = None
+    else:
+        try:
+            min_score = float(given)
+        except ValueError:
+            raise SimqaError(f"method {spec!r}: min_score is auto, none or a number") from None
+    return SimqaVectors(spec, model, context.cache, hub, encoder, min_score)
 
 
 # --- fusion -------------------------------------------------------------------------------
@@ -328,6 +386,7 @@ class HybridRRF:
     ) -> None:
         self.name, self.parts, self.k, self.pool_depth = name, parts, k, pool_depth
         self.model = next((m.model for m, _ in parts if m.model), None)
+        self.encoder = next((e for m, _ in parts if (e := getattr(m, "encoder", None))), None)
         self._memo: tuple[str, np.ndarray, np.ndarray] | None = None
 
     def _fused(self, queries: Sequence[str], pool: Pool) -> tuple[np.ndarray, np.ndarray]:
