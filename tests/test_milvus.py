@@ -37,16 +37,24 @@ K = 10
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[EmbeddedMilvus]:
     """A Milvus standalone server of this test module's own, never left running."""
-    with EmbeddedMilvus(tmp_path_factory.mktemp("milvus-data")) as milvus:
+    data = tmp_path_factory.mktemp("milvus-data")
+    with EmbeddedMilvus(data, time_tick_ms=50) as milvus:  # Strong reads wait <= 50 ms
         yield milvus
     assert milvus.server.server_proc is None
 
 
 @pytest.fixture(scope="module")
 def copied(server, consult_index, tmp_path_factory) -> MilvusIndex:
-    """The 1,891-consultation index in Milvus as IVF_FLAT (tuned), from its stored vectors."""
+    """The 1,891-consultation index in Milvus as IVF_FLAT, tuned to recall@10 0.98 on its
+    own questions (48 lists of ~40 vectors make recall move in coarse steps; the 50k
+    quick-start index reaches 0.95 on held-out questions at the default target, see
+    benchmarks/results/milvus_corpus.json), from its stored vectors."""
     root = from_index(
-        consult_index, tmp_path_factory.mktemp("mv") / "consults", server.uri, index_type="ivf_flat"
+        consult_index,
+        tmp_path_factory.mktemp("mv") / "consults",
+        server.uri,
+        index_type="ivf_flat",
+        recall=0.98,
     )
     index = simqa.open_index(root)
     assert isinstance(index, MilvusIndex)
@@ -271,18 +279,21 @@ def test_a_frozen_server_fails_an_append_in_one_line_and_nothing_is_half_written
     monkeypatch.setattr(write, "BATCH_BYTES", 1)  # one request per row
     queries = held_out_queries(5)
     before_answers, before = answers(copied, queries), len(copied)
+    originals = list(copied.records())[:1500]
+    changed = [Consultation.from_dict({**r.to_dict(), "department": "Frozen"}) for r in originals]
     failure: list[BaseException] = []
 
-    def append() -> None:
+    def append() -> None:  # same texts: nothing to embed, 1,500 row updates
         try:
-            copied.add(new_records("frozen", 300))
+            copied.add(changed)
         except SimqaError as exc:
             failure.append(exc)
 
     writer = threading.Thread(target=append)
     writer.start()
-    while len(copied) < before + 10:
-        time.sleep(0.02)
+    while copied.get(originals[0].id).department != "Frozen":  # the first rows have landed
+        assert writer.is_alive()
+        time.sleep(0.01)
     server.pause()
     try:
         writer.join(60)
@@ -294,12 +305,15 @@ def test_a_frozen_server_fails_an_append_in_one_line_and_nothing_is_half_written
         server.resume()
     copied.delete([])  # a write: undoes the journal first
     assert len(copied) == before and answers(copied, queries) == before_answers
+    assert {copied.get(r.id).department for r in originals[:50]} == {
+        r.department for r in originals[:50]
+    }
 
 
 def test_queries_wait_out_a_short_outage_and_fail_in_one_line_after_the_bound(
     copied, server, monkeypatch
 ):
-    monkeypatch.setenv("SIMQA_MILVUS_TIMEOUT", "4")
+    monkeypatch.setenv("SIMQA_MILVUS_TIMEOUT", "8")
     server.pause()
     threading.Timer(1.0, server.resume).start()
     assert copied.search("my knee hurts when I climb stairs", 3)  # retried within the bound
@@ -308,7 +322,7 @@ def test_queries_wait_out_a_short_outage_and_fail_in_one_line_after_the_bound(
         started = time.monotonic()
         with pytest.raises(MilvusUnavailable, match="did not answer"):
             copied.search("my knee hurts when I climb stairs", 3)
-        assert time.monotonic() - started < 15
+        assert time.monotonic() - started < 20
         out = run("query", "knee pain", "--index", str(copied.root))
         assert_short_error(out, server.uri)
     finally:
@@ -363,7 +377,7 @@ def test_command_line_build_query_similar_append_delete(server, tmp_path):
     out = run("info", "--index", "site", "--json", home=home)
     assert json.loads(out.stdout)["records"] == 3
     assert_short_error(
-        run("build", str(jsonl), "--index", "site", "--append", "--model", "other", home=home),
+        run("build", str(jsonl), "--index", "site", "--append", "--fields", "title", home=home),
         "cannot change",
     )
     # a rebuild switches the alias to a new collection; the old one is dropped

@@ -12,6 +12,13 @@ expressions) -> ``vectors`` (index types and tuning through ``VectorIndex``) -> 
 """
 
 from simqa.milvus.index import MilvusIndex
-from simqa.milvus.write import build, build_or_append, from_index, is_milvus_index
+from simqa.milvus.write import build, build_or_append, from_index, from_vectors, is_milvus_index
 
-__all__ = ["MilvusIndex", "build", "build_or_append", "from_index", "is_milvus_index"]
+__all__ = [
+    "MilvusIndex",
+    "build",
+    "build_or_append",
+    "from_index",
+    "from_vectors",
+    "is_milvus_index",
+]

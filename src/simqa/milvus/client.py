@@ -10,10 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import grpc
 from pymilvus import MilvusClient, MilvusException
 
 from simqa.errors import SimqaError
@@ -28,12 +30,30 @@ _TRANSIENT = re.compile(
 )
 
 
+#: calls a retry could apply twice (an insert that landed before its answer was lost)
+_NOT_IDEMPOTENT = {"insert", "create_collection", "create_alias"}
+
+
 class MilvusUnavailable(SimqaError):
     """Milvus did not answer within the time allowed (down, unreachable or frozen)."""
 
 
 def timeout() -> float:
     return float(os.environ.get("SIMQA_MILVUS_TIMEOUT", DEFAULT_TIMEOUT))
+
+
+def consistency() -> str:
+    """How fresh reads are (SIMQA_MILVUS_CONSISTENCY): ``Strong`` (default) sees every write
+    that returned, from any process, at the cost of waiting for the server's next time
+    tick (``proxy.timeTickInterval``, 200 ms by default); ``Bounded`` answers at once from
+    data at most a few seconds old; ``Session`` sees this process's own writes."""
+    level = os.environ.get("SIMQA_MILVUS_CONSISTENCY", "Strong")
+    if level not in ("Strong", "Bounded", "Session", "Eventually"):
+        raise SimqaError(
+            f"SIMQA_MILVUS_CONSISTENCY must be Strong, Bounded, Session or "
+            f"Eventually, got {level!r}"
+        )
+    return level
 
 
 def is_lite(uri: str) -> bool:
@@ -70,28 +90,39 @@ class Connection:
             kwargs["token"] = token or os.environ["SIMQA_MILVUS_TOKEN"]
         try:
             self.client = MilvusClient(**kwargs)
-        except MilvusException as exc:
+        except (MilvusException, grpc.RpcError) as exc:
             raise self._error(exc, "connect") from None
 
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        """``client.method(*args, **kwargs)`` bounded by the timeout, errors in one line."""
+        """``client.method(*args, **kwargs)``, retried while the server is unreachable or
+        does not answer, for at most ``timeout()`` seconds in all; errors in one line."""
         fn: Callable[..., Any] = getattr(self.client, method)
-        if not self.lite:
-            kwargs.setdefault("timeout", timeout())
-        try:
-            return fn(*args, **kwargs)
-        except MilvusException as exc:
-            if method in ("query", "get") and self.empty_lite_result(exc):
-                return []
-            raise self._error(exc, method) from None
+        bound = timeout()
+        deadline = time.monotonic() + bound
+        while True:
+            left = deadline - time.monotonic()
+            if not self.lite:
+                kwargs["timeout"] = max(0.5, left)
+                if method in ("search", "query", "get", "query_iterator"):
+                    kwargs.setdefault("consistency_level", consistency())
+            try:
+                return fn(*args, **kwargs)
+            except (MilvusException, grpc.RpcError) as exc:
+                if method in ("query", "get") and self.empty_lite_result(exc):
+                    return []
+                error = self._error(exc, method)
+            retry = method not in _NOT_IDEMPOTENT and isinstance(error, MilvusUnavailable)
+            if not retry or time.monotonic() + 0.2 >= deadline:
+                raise error
+            time.sleep(0.2)  # the server may be restarting: try again within the bound
 
     def empty_lite_result(self, exc: Exception) -> bool:
         """Milvus Lite 2.5 answers an empty query on a collection with an ARRAY field in a
         shape pymilvus 2.5 cannot read ("Unsupported data type: 0"): that means no rows."""
         return self.lite and "Unsupported data type: 0" in str(exc)
 
-    def _error(self, exc: MilvusException, what: str) -> SimqaError:
-        message = " ".join(str(exc.message or exc).split())
+    def _error(self, exc: Exception, what: str) -> SimqaError:
+        message = " ".join(str(getattr(exc, "message", None) or exc).split())
         if _TRANSIENT.search(message):
             return MilvusUnavailable(
                 f"Milvus at {self.uri} did not answer ({what}) within {timeout():g} s, "

@@ -24,13 +24,17 @@ def free_port() -> int:
 class EmbeddedMilvus:
     """``with EmbeddedMilvus(folder) as server: server.uri`` -> ``http://127.0.0.1:PORT``."""
 
-    def __init__(self, data_dir: Path, port: int | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, time_tick_ms: int | None = None
+    ) -> None:
         from milvus import MilvusServer, MilvusServerConfig
 
         self.data_dir = Path(data_dir)
         self.port = port or free_port()
         self.server: Any = MilvusServer(MilvusServerConfig(data_dir=str(self.data_dir)))
         self.server.config.configs["proxy_port"] = self.port
+        if time_tick_ms is not None:  # what a Strong-consistency read waits for at most
+            self.server.config.set("proxy.timeTickInterval", int(time_tick_ms))
 
     @property
     def uri(self) -> str:

@@ -255,15 +255,34 @@ def from_index(
             yield record, np.asarray(matrix[row], dtype=np.float32)
 
     meta = Manifest(
-        model=m.model,
-        dim=m.dim,
-        count=len(vids),
-        vector_index={},
-        embed_fields=m.embed_fields,
-        encoder=m.encoder,
-        min_score=m.min_score,
-    )
+        model=m.model, dim=m.dim, count=len(vids), vector_index={}, embed_fields=m.embed_fields,
+        encoder=m.encoder, min_score=m.min_score,
+    )  # fmt: skip
     return _create(index, uri, pairs(), len(vids), meta, index_type, recall, wait)
+
+
+def from_vectors(
+    pairs: Iterable[tuple[Consultation, np.ndarray]],
+    count: int,
+    index: str | Path,
+    uri: str,
+    *,
+    model: str,
+    dim: int,
+    fields: str = DEFAULT_FIELDS,
+    encoder: str = "torch",
+    min_score: float | None = None,
+    index_type: str | None = None,
+    recall: float | None = None,
+    wait: float = layout.DEFAULT_WAIT_SECONDS,
+) -> Path:
+    """Build a Milvus index from ready-made (record, vector) pairs made with ``model``
+    (vectors from elsewhere: a migration, or a benchmark's synthetic corpus)."""
+    meta = Manifest(
+        model=model, dim=dim, count=count, vector_index={}, embed_fields=fields,
+        encoder=encoder, min_score=min_score,
+    )  # fmt: skip
+    return _create(index, uri, iter(pairs), count, meta, index_type, recall, wait)
 
 
 def _create(
@@ -301,6 +320,7 @@ def _create(
             schema=schema.collection_schema(meta.dim, description(meta)),
             index_params=vectors.index_params(),
             consistency_level="Strong",
+            **_deployment(conn, "SIMQA_MILVUS_SHARDS", "num_shards"),
         )
         try:
             sources: dict[str, int] = {}
@@ -384,13 +404,30 @@ def _wait_indexed(conn: Connection, collection: str, rows: int) -> None:
         raise SimqaError(
             f"Milvus at {conn.uri} did not index {collection} within {INDEX_WAIT_SECONDS:g} s"
         )
-    conn.call("load_collection", collection)
-    # the query node loads the sealed, indexed segments in the background: wait for them
+    # until the query node swaps its growing copies for the indexed segments it searches
+    # them brute force (exact), and tuning would measure that: reload from the index
+    conn.call("release_collection", collection)
+    conn.call(
+        "load_collection",
+        collection,
+        **_deployment(conn, "SIMQA_MILVUS_REPLICAS", "replica_number"),
+    )
     while time.monotonic() < deadline:
         state = conn.call("get_load_state", collection)
         if str(state.get("state")).endswith("Loaded"):
             return
         time.sleep(0.5)
+
+
+def _deployment(conn: Connection, variable: str, name: str) -> dict[str, int]:
+    """A cluster's shard (write channel) or in-memory replica count, from the environment
+    (SIMQA_MILVUS_SHARDS, SIMQA_MILVUS_REPLICAS); Milvus's defaults otherwise."""
+    value = os.environ.get(variable)
+    if value is None or conn.lite:
+        return {}
+    if not value.isdigit() or int(value) < 1:
+        raise SimqaError(f"{variable} must be a whole number of at least 1, got {value!r}")
+    return {name: int(value)}
 
 
 def _switch(conn: Connection, alias: str, collection: str) -> str | None:
