@@ -1,10 +1,22 @@
-"""End to end for one query: encode, search, fetch the records, render the Similar Q&A section.
+"""End to end for one query, as ``simqa query`` runs it: encode, search, hub penalty, fetch, render.
 
-    python benchmarks/bench_end_to_end.py --index medquad [--queries 300] [--threads 1]
+    python benchmarks/bench_end_to_end.py --index consults-enc --threads 1
 
-Queries are real patient questions (question_1 of ../shared/data/curai_mqp/mqp.csv), one at a
-time, as a site answering page views would send them. Each stage is timed separately for both
-query encoders (torch, onnx int8) in the same run; p50 and p99 over all queries.
+Queries are real patient questions (question_1 of ../shared/data/curai_mqp/mqp.csv), one
+per call, as a site answering page views sends them. Per query, on one thread, each stage's
+CPU time of the calling thread (every library here then works in it) and wall time:
+
+* ``encode``: tokenise, run the model, pool (``index.encoder.encode([text])``);
+* ``search+rank+fetch``: ``Index.search_vectors`` (the vector index's candidates, the hub
+  penalty's re-ordering when the index has one, min-score, records fetched from SQLite);
+* ``vector search``: the vector index alone, at the depth a query asks for (part of the
+  stage above), and at the other depth (64 candidates with the hub penalty, k + 8 without),
+  which is what the penalty's extra candidates cost;
+* ``render``: the text Similar Q&A box.
+
+Every encoder (torch, the index's own onnx) runs all queries once per round, rounds
+interleaved; a stage's figure is the median over rounds of its per-round p50, with the
+spread of those p50s. Raw output: benchmarks/results/end_to_end.json.
 """
 
 from __future__ import annotations
@@ -12,16 +24,20 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import platform
+import statistics
+import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-import simqa
-from simqa.index import Index, check_query
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import provenance
 
 MQP = Path(__file__).resolve().parents[2] / "shared" / "data" / "curai_mqp" / "mqp.csv"
+STAGES = ("encode", "search+rank+fetch", "vector search", "other depth", "render", "total")
 
 
 def queries(n: int) -> list[str]:
@@ -30,64 +46,123 @@ def queries(n: int) -> list[str]:
     return texts[:n]
 
 
-STAGES = ("encode", "search+fetch", "render", "total")
+def one_pass(index: Any, texts: list[str], k: int, clock: Callable[[], float]) -> dict:
+    """Milliseconds per stage for each query, by ``clock``."""
+    import simqa
+    from simqa import density
+    from simqa.index.search import SPARE
 
-
-def run(index: Index, texts: list[str], k: int, clock) -> dict[str, np.ndarray]:
-    """Per-stage milliseconds by ``clock`` (wall: perf_counter; CPU: process_time)."""
-    stages: dict[str, list[float]] = {name: [] for name in STAGES}
-    index.search(texts[0], k)  # load the model and warm up
+    snapshot = index.snapshot
+    plain = min(len(snapshot.vectors), k + SPARE)
+    hub = min(len(snapshot.vectors), max(k + SPARE, density.RERANK_DEPTH))
+    depth, other = (hub, plain) if snapshot.density is not None else (plain, hub)
+    out: dict[str, list[float]] = {name: [] for name in STAGES}
     for text in texts:
         t0 = clock()
-        vector = index.encoder.encode([check_query(text)])
+        vector = index.encoder.encode([text])
         t1 = clock()
         hits = index.search_vectors(vector, k)[0]
         t2 = clock()
         simqa.render(hits, "text")
         t3 = clock()
-        for name, value in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t3 - t0), strict=True):
-            stages[name].append(value * 1000)
-    return {name: np.array(values) for name, values in stages.items()}
+        snapshot.candidates(vector, depth, None)
+        t4 = clock()
+        snapshot.candidates(vector, other, None)
+        t5 = clock()
+        times = (t1 - t0, t2 - t1, t4 - t3, t5 - t4, t3 - t2, t3 - t0)
+        for name, value in zip(STAGES, times, strict=True):
+            out[name].append(1000 * value)
+    return {"depth": depth, "other_depth": other, "ms": out}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--index", default="medquad")
+    parser.add_argument("--index", action="append", help="index name or path (repeatable)")
     parser.add_argument("--queries", type=int, default=300)
-    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--encoders", default="onnx,torch")
     parser.add_argument("-k", type=int, default=4)
+    parser.add_argument("--out", type=Path, help="default benchmarks/results/end_to_end.json")
     args = parser.parse_args()
-    if args.threads:
-        os.environ["SIMQA_THREADS"] = str(args.threads)  # the encoders read it
-        import faiss
-        import torch
+    os.environ["SIMQA_THREADS"] = str(args.threads)  # encoders and faiss read it
+    import faiss
+    import torch
 
-        torch.set_num_threads(args.threads)
-        faiss.omp_set_num_threads(args.threads)
+    from simqa.index import Index
+
+    torch.set_num_threads(args.threads)
+    faiss.omp_set_num_threads(args.threads)
     texts = queries(args.queries)
+    report: dict[str, Any] = {
+        **provenance.header(),
+        "queries": len(texts),
+        "k": args.k,
+        "threads": args.threads,
+        "rounds": args.rounds,
+        "clock": "CPU time of the calling thread (time.thread_time); wall: perf_counter",
+        "indexes": {},
+    }
+    encoders = [e.strip() for e in args.encoders.split(",") if e.strip()]
+    for name in args.index or ["consults-enc"]:
+        opened = {e: Index.open(name, encoder=e, refresh_every=None) for e in encoders}
+        info = opened[encoders[0]].info()
+        for index in opened.values():
+            index.search(texts[0], args.k)  # load the model, warm up
+            for text in texts[:20]:
+                index.search(text, args.k)
+        runs: dict[str, dict[str, list]] = {e: {"cpu": [], "wall": []} for e in encoders}
+        for _round in range(args.rounds):
+            for enc in encoders:  # interleaved: each round runs every encoder once
+                runs[enc]["cpu"].append(one_pass(opened[enc], texts, args.k, time.thread_time))
+                runs[enc]["wall"].append(one_pass(opened[enc], texts, args.k, time.perf_counter))
+        entry: dict[str, Any] = {
+            "records": info["records"],
+            "index_type": info["index_type"],
+            "index_params": info["index_params"],
+            "hub_penalty": info["hub_penalty"],
+            "min_score": info["min_score"],
+            "encoder_built_with": info["encoder"],
+            "by_encoder": {},
+        }
+        for enc in encoders:
+            first = runs[enc]["cpu"][0]
+            stages: dict[str, Any] = {"depth": first["depth"], "other_depth": first["other_depth"]}
+            for clock in ("cpu", "wall"):
+                for stage in STAGES:
+                    p50 = [float(np.percentile(r["ms"][stage], 50)) for r in runs[enc][clock]]
+                    p99 = [float(np.percentile(r["ms"][stage], 99)) for r in runs[enc][clock]]
+                    stages[f"{stage} {clock} p50 ms"] = provenance.spread(p50)
+                    stages[f"{stage} {clock} p99 ms"] = statistics.median(p99)
+            entry["by_encoder"][enc] = stages
+        report["indexes"][name] = entry
+        for index in opened.values():
+            index.close()
+        print_table(name, entry)
+    path = provenance.write("end_to_end", report, args.out)
+    print(f"\nraw results: {path}")
+
+
+def print_table(name: str, entry: dict[str, Any]) -> None:
     print(
-        f"# end to end, {len(texts)} queries, k={args.k}, threads={args.threads or 'all'}, "
-        f"{platform.processor() or platform.machine()}"
+        f"\n{name}: {entry['records']:,} consultations, {entry['index_type']} "
+        f"{entry['index_params']}, hub penalty {entry['hub_penalty'] or 'off'}"
     )
-    wall, cpu = {}, {}
-    for backend in ("torch", "onnx"):
-        index = Index.open(args.index, encoder=backend)
-        wall[backend] = run(index, texts, args.k, time.perf_counter)
-        cpu[backend] = run(index, texts, args.k, time.process_time)
-        size = len(index)
-    print(f"index {args.index}: {size:,} consultations\n")
-    print("CPU ms count the work done; wall ms include waiting for a shared CPU.\n")
-    print("| encoder | stage | p50 CPU ms | p99 CPU ms | p50 wall ms | p99 wall ms |")
-    print("|---|---|---|---|---|---|")
-    for backend in wall:
-        for name in STAGES:
-            c50, c99 = np.percentile(cpu[backend][name], [50, 99])
-            w50, w99 = np.percentile(wall[backend][name], [50, 99])
-            print(f"| {backend} | {name} | {c50:.2f} | {c99:.2f} | {w50:.2f} | {w99:.2f} |")
-    for label, data in (("CPU", cpu), ("wall", wall)):
-        ratio = np.median(data["torch"]["total"]) / np.median(data["onnx"]["total"])
-        print(f"\nonnx int8 end-to-end p50 ({label}) is {ratio:.1f}x faster than torch", end="")
-    print()
+    print("| encoder | stage | p50 CPU ms (median of rounds, min-max) | p99 CPU ms | p50 wall ms |")
+    print("|---|---|---|---|---|")
+    for enc, stages in entry["by_encoder"].items():
+        for stage in STAGES:
+            cpu = stages[f"{stage} cpu p50 ms"]
+            label = stage
+            if stage == "vector search":
+                label = f"vector search ({stages['depth']} candidates)"
+            elif stage == "other depth":
+                label = f"vector search at {stages['other_depth']} candidates (not run)"
+            print(
+                f"| {enc} | {label} | {cpu['median']:.2f} ({cpu['min']:.2f}-{cpu['max']:.2f}) "
+                f"| {stages[f'{stage} cpu p99 ms']:.2f} "
+                f"| {stages[f'{stage} wall p50 ms']['median']:.2f} |"
+            )
 
 
 if __name__ == "__main__":

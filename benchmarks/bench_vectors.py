@@ -1,17 +1,22 @@
-"""Issue-4 benchmark: simqa's vector search against its peers, on the same vectors and queries.
+"""Vector search on the engine's path: simqa's index types against their peers, same vectors.
 
-For each corpus size every system is swept over its search knob on the same held-out
-queries, recall@10 is measured against brute force, and the fastest setting with
-recall@10 >= 0.95 is reported: QPS with one thread and with all threads, single-query
-latency, build time, bytes per vector and size on disk. Absolute times are noise on a
-shared machine; compare the ratios, which come from one run.
+The engine asks the vector index for more candidates than it shows: ``RERANK_DEPTH`` (64)
+per query when the index has the hub penalty, k + 8 without it. Every system here is
+searched for ``--depth`` candidates per query (default 64) and judged by recall@10 of the
+first ten it returns (against brute force, ties counted as hits). Each approximate system
+is swept over its search knob with one thread and the fastest setting with recall@10 >=
+0.95 is kept; then every system is timed ``--rounds`` times (default 3) in interleaved
+order (each round visits the systems in a rotated order), and the median and spread
+(min-max) of those rounds are reported. A ratio between two systems is claimed only
+where their spreads do not overlap.
 
-    python benchmarks/bench_vectors.py --sizes 47k,200k,1m   # full run (1m takes long)
+    python benchmarks/bench_vectors.py --sizes 47k,200k,1m   # full run (1m takes hours)
     python benchmarks/bench_vectors.py --quick                # 47k only, short sweeps
-    python benchmarks/bench_vectors.py --report-only          # rebuild RESULTS.md from out/
+    python benchmarks/bench_vectors.py --report-only          # rebuild RESULTS.md from results/
 
 Sizes: ``47k`` is the real MedQuAD questions embedded with simqa's default model (cached
-in benchmarks/out/); larger sizes are synthesised from them (see ``synthesise``).
+in benchmarks/out/); larger sizes are synthesised from them (see ``Synthesiser``). Raw
+output: benchmarks/results/vectors_SIZE.json (with the machine, versions, date, command).
 """
 
 from __future__ import annotations
@@ -21,14 +26,12 @@ import gc
 import glob
 import json
 import os
-import platform
 import shutil
-import subprocess
+import statistics
 import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -36,18 +39,33 @@ import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from simqa.density import RERANK_DEPTH
 from simqa.vectors import create
 from simqa.vectors.faissio import set_threads
 from simqa.vectors.tuning import exact_topk, recall_at_k, tune_search_params
 
 HERE = Path(__file__).resolve().parent
-OUT = HERE / "out"
+sys.path.insert(0, str(HERE))
+import provenance  # noqa: E402
+
+OUT = HERE / "out"  # cached real vectors and scratch (not committed)
+RESULTS = provenance.RESULTS
 DATA = Path(os.environ.get("SIMQA_DATA", HERE.parent.parent / "shared" / "data"))
 K = 10
+#: candidates asked per query: what the engine asks the index for with the hub penalty
+DEPTH = RERANK_DEPTH
+ROUNDS = 3
 TARGET = 0.95
 N_QUERIES = 1000
 ALL_THREADS = os.cpu_count() or 1
 EF_SWEEP = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768]
+
+
+def ef_sweep() -> list[int]:
+    """efSearch / ef values worth trying: below the depth asked, HNSW searches at the depth."""
+    return [ef for ef in EF_SWEEP if ef >= DEPTH] or [DEPTH]
+
+
 SIZES = {"47k": None, "200k": 200_000, "1m": 1_000_000}
 
 
@@ -63,16 +81,18 @@ def medquad_questions() -> list[str]:
     return questions
 
 
-def real_vectors() -> np.ndarray:
-    """MedQuAD questions embedded once with simqa.embed.Encoder, cached as .npy."""
-    cache = OUT / "medquad_questions.npy"
-    if not cache.exists():
-        from simqa.embed import Encoder
+def real_vectors(limit: int | None = None) -> np.ndarray:
+    """MedQuAD questions embedded once with the engine's default encoder, cached as .npy
+    (``limit``: the first that many questions, for a smoke run)."""
+    from simqa.embed import shared_encoder
 
+    encoder = shared_encoder(None)
+    cache = OUT / f"medquad_questions.{encoder.kind}{f'.{limit}' if limit else ''}.npy"
+    if not cache.exists():
         OUT.mkdir(parents=True, exist_ok=True)
-        questions = medquad_questions()
+        questions = medquad_questions()[:limit]
         print(f"embedding {len(questions):,} MedQuAD questions ...", flush=True)
-        np.save(cache, Encoder().encode(questions, batch_size=128))
+        np.save(cache, encoder.encode(questions, batch_size=128))
     return np.load(cache)
 
 
@@ -172,25 +192,6 @@ def memory_bandwidth_gbs() -> float:
     return x.nbytes / best / 1e9
 
 
-def machine() -> dict[str, str]:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    keep = ("Model name", "CPU(s)", "Thread(s) per core", "L2 cache", "L3 cache")
-    info = {}
-    for line in lscpu.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in keep:
-            info[key.strip()] = value.strip()
-    info["flags"] = " ".join(f for f in ("avx2", "avx512f", "avx512_vnni") if f in lscpu)
-    meminfo = Path("/proc/meminfo").read_text().splitlines()[0].split()
-    info["memory"] = f"{int(meminfo[1]) / 2**20:.0f} GiB"
-    info["python"] = platform.python_version()
-    from importlib.metadata import version
-
-    packages = ("faiss-cpu", "hnswlib", "txtai", "sentence-transformers", "torch", "numpy")
-    info["versions"] = ", ".join(f"{name} {version(name)}" for name in packages)
-    return info
-
-
 def threads(n: int):
     """Limit faiss (OpenMP), BLAS and torch to ``n`` threads."""
     import torch
@@ -230,7 +231,7 @@ class Simqa(System):
         self.name = f"simqa {kind}"
         self.exact = kind == "flat"
         if kind in ("hnsw", "hnsw_sq8"):
-            self.sweep = [{"efSearch": ef} for ef in EF_SWEEP]
+            self.sweep = [{"efSearch": ef} for ef in ef_sweep()]
         elif kind == "ivf_pq":
             self.sweep = [
                 {"nprobe": p, "k_factor": f}
@@ -298,7 +299,7 @@ class Hnswlib(System):
     def __init__(self, M: int, ef_construction: int = 100) -> None:
         self.M, self.efc = M, ef_construction
         self.name = f"hnswlib M={M}"
-        self.sweep = [{"ef": ef} for ef in EF_SWEEP]
+        self.sweep = [{"ef": ef} for ef in ef_sweep()]
 
     def build(self, x: np.ndarray) -> None:
         import hnswlib
@@ -308,7 +309,7 @@ class Hnswlib(System):
         self.index.add_items(x, np.arange(len(x)), num_threads=ALL_THREADS)
 
     def set(self, params: dict[str, Any]) -> None:
-        self.index.set_ef(max(params["ef"], K))
+        self.index.set_ef(max(params["ef"], DEPTH))
 
     def search(self, q: np.ndarray, k: int, n_threads: int) -> np.ndarray:
         return self.index.knn_query(q, k=k, num_threads=n_threads)[0].astype(np.int64)
@@ -319,7 +320,9 @@ class Hnswlib(System):
 
 class FaissHNSWDefault(System):
     name = "faiss IndexHNSWFlat (defaults)"
-    sweep: ClassVar[list[dict[str, Any]]] = [{"efSearch": ef} for ef in EF_SWEEP]
+
+    def __init__(self) -> None:
+        self.sweep = [{"efSearch": ef} for ef in ef_sweep()]
 
     def build(self, x: np.ndarray) -> None:
         self.index = faiss.IndexHNSWFlat(x.shape[1], 32, faiss.METRIC_INNER_PRODUCT)
@@ -388,22 +391,22 @@ def timed(fn: Callable[[], Any], budget: float = 1.0, repeats: int = 3, cpu: boo
     return best
 
 
-def measure(system: System, x: np.ndarray, q: np.ndarray, kth: np.ndarray, quick: bool) -> dict:
-    """Build, sweep, pick the fastest setting at recall >= TARGET, time it every way."""
+def prepare(system: System, x: np.ndarray, q: np.ndarray, kth: np.ndarray, quick: bool) -> dict:
+    """Build, sweep, keep the fastest setting at recall@10 >= TARGET; size on disk."""
     ids = np.arange(len(x), dtype=np.int64)
     result: dict[str, Any] = {"system": system.name}
     with threads(ALL_THREADS):
         t = time.perf_counter()
         system.build(x)
         result["build_s"] = time.perf_counter() - t
-    n_time = len(q) if not system.exact else max(20, min(len(q), int(2e10 / x.size)))
+    n_time = n_timed(system, x, q)
     curve = []
     with threads(1):
         for params in system.sweep:
             system.set(params)
-            found = system.search(q, K, 1)
+            found = system.search(q, DEPTH, 1)[:, :K]
             recall = float(recall_at_k(q, found, kth, x, ids, K).mean())
-            seconds = timed(lambda: system.search(q[:n_time], K, 1))
+            seconds = timed(lambda: system.search(q[:n_time], DEPTH, 1))
             curve.append({"params": params, "recall": recall, "qps_1t": n_time / seconds})
             print(f"  {system.name} {params} recall {recall:.4f} qps {n_time / seconds:,.0f}")
             if recall >= 0.999 or (quick and recall >= 0.99):
@@ -411,21 +414,7 @@ def measure(system: System, x: np.ndarray, q: np.ndarray, kth: np.ndarray, quick
     result["curve"] = curve
     ok = [point for point in curve if point["recall"] >= TARGET]
     best = max(ok, key=lambda p: p["qps_1t"]) if ok else max(curve, key=lambda p: p["recall"])
-    result.update(params=best["params"], recall=best["recall"], qps_1t=best["qps_1t"])
-    result["reached"] = bool(ok)
-    system.set(best["params"])
-    with threads(ALL_THREADS):
-        wall = timed(lambda: system.search(q[:n_time], K, ALL_THREADS), cpu=False)
-        result["qps_all"] = n_time / wall
-    with threads(1):
-        n_single = 50 if system.exact and len(x) > 300_000 else 200
-        lat = []
-        for row in q[:n_single]:
-            t = time.thread_time()
-            system.search(row[None, :], K, 1)
-            lat.append(time.thread_time() - t)
-        result["p50_ms"] = 1000 * float(np.percentile(lat, 50))
-        result["p99_ms"] = 1000 * float(np.percentile(lat, 99))
+    result.update(params=best["params"], recall=best["recall"], reached=bool(ok))
     saved = OUT / "tmp" / system.name.replace(" ", "_").replace("/", "_")
     shutil.rmtree(saved, ignore_errors=True)
     saved.mkdir(parents=True)
@@ -436,17 +425,39 @@ def measure(system: System, x: np.ndarray, q: np.ndarray, kth: np.ndarray, quick
     if isinstance(system, Simqa) and not system.exact:
         with threads(ALL_THREADS):
             report = tune_search_params(system.index, x, ids, target=TARGET, k=K, sample=1000)
-        found = system.search(q, K, 1)
-        auto = {"params": report["params"], "tune_heldout_recall": report["heldout_recall"]}
-        auto["recall"] = float(recall_at_k(q, found, kth, x, ids, K).mean())
-        with threads(1):
-            auto["qps_1t"] = len(q) / timed(lambda: system.search(q, K, 1))
-        result["auto_tuned"] = auto
+        found = system.search(q, DEPTH, 1)[:, :K]
+        result["auto_tuned"] = {
+            "params": report["params"],
+            "tune_heldout_recall": report["heldout_recall"],
+            "recall": float(recall_at_k(q, found, kth, x, ids, K).mean()),
+        }
     return result
 
 
+def n_timed(system: System, x: np.ndarray, q: np.ndarray) -> int:
+    """Queries per timing: all of them, fewer for exact search over large sets."""
+    return len(q) if not system.exact else max(20, min(len(q), int(2e10 / x.size)))
+
+
+def time_round(system: System, result: dict, x: np.ndarray, q: np.ndarray) -> None:
+    """One timing round at the chosen setting: batch QPS and one-query latency, 1 thread."""
+    system.set(result["params"])
+    n_time = n_timed(system, x, q)
+    with threads(1):
+        seconds = timed(lambda: system.search(q[:n_time], DEPTH, 1), repeats=1)
+        n_single = 50 if system.exact and len(x) > 300_000 else 200
+        lat = []
+        for row in q[:n_single]:
+            t = time.thread_time()
+            system.search(row[None, :], DEPTH, 1)
+            lat.append(time.thread_time() - t)
+    result.setdefault("qps_1t_runs", []).append(n_time / seconds)
+    result.setdefault("p50_ms_runs", []).append(1000 * float(np.percentile(lat, 50)))
+    result.setdefault("p99_ms_runs", []).append(1000 * float(np.percentile(lat, 99)))
+
+
 def systems(size: str, quick: bool) -> list[System]:
-    """Most telling first, so a long run that is cut short still answers the targets."""
+    """Every system compared (each one's index stays in memory until the timing ends)."""
     sq8 = Simqa("ivf_pq", quick, refine="sq8")
     sq8.name = "simqa ivf_pq refine=sq8"
     exact = Simqa("ivf_pq", quick, refine="flat")
@@ -457,25 +468,36 @@ def systems(size: str, quick: bool) -> list[System]:
     return out + ([] if quick else [Hnswlib(32)])
 
 
-def run_size(size: str, real: np.ndarray, synth: Synthesiser, quick: bool, only: str | None):
+def run_size(
+    size: str, real: np.ndarray, synth: Synthesiser, quick: bool, only: str | None, rounds: int
+) -> dict:
     x, q = dataset(size, real, synth)
     print(f"{size}: {len(x):,} x {x.shape[1]} corpus, {len(q):,} queries", flush=True)
-    path = OUT / f"results_{size}.json"
-    data = json.loads(path.read_text()) if path.exists() and only else {"systems": []}
     with threads(ALL_THREADS):
         kth = exact_topk(q, x, K)[0][:, K - 1]
-    data.update(size=size, n=len(x), dim=x.shape[1], queries=len(q), quick=quick)
-    todo = systems(size, quick)
-    while todo:
-        system = todo.pop(0)  # drop each built index before the next is built
-        if only and only not in system.name:
-            continue
+    data = {"size": size, "n": len(x), "dim": x.shape[1], "queries": len(q), "quick": quick}
+    data.update(depth=DEPTH, k=K, target=TARGET, rounds=rounds)
+    chosen = [s for s in systems(size, quick) if not only or only in s.name]
+    prepared = []
+    for system in chosen:
         print(f"[{size}] {system.name}", flush=True)
-        result = measure(system, x, q, kth, quick)
-        data["systems"] = [s for s in data["systems"] if s["system"] != system.name] + [result]
-        path.write_text(json.dumps(data, indent=1))
-        del system
-        gc.collect()
+        prepared.append((system, prepare(system, x, q, kth, quick)))
+    for r in range(rounds):  # interleaved: each round visits every system, in rotated order
+        order = prepared[r % len(prepared) :] + prepared[: r % len(prepared)]
+        for system, result in order:
+            time_round(system, result, x, q)
+        print(f"[{size}] timing round {r + 1}/{rounds} done", flush=True)
+    for system, result in prepared:
+        result["qps_1t"] = provenance.spread(result.pop("qps_1t_runs"))
+        result["p50_ms"] = provenance.spread(result.pop("p50_ms_runs"))
+        result["p99_ms"] = statistics.median(result.pop("p99_ms_runs"))
+        with threads(ALL_THREADS):
+            n_time = n_timed(system, x, q)
+            wall = timed(lambda s=system, n=n_time: s.search(q[:n], DEPTH, ALL_THREADS), cpu=False)
+            result["qps_all"] = n_time / wall
+    data["systems"] = [result for _system, result in prepared]
+    del prepared, chosen
+    gc.collect()
     return data
 
 
@@ -490,7 +512,7 @@ def pareto(curve: list[dict]) -> list[dict]:
     return front[::-1]
 
 
-def plot(results: list[dict]) -> None:
+def plot(results: list[dict], path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -518,61 +540,73 @@ def plot(results: list[dict]) -> None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(OUT / "recall_qps.png", dpi=110)
-    shutil.copy(OUT / "recall_qps.png", HERE / "recall_qps.png")
+    fig.savefig(path, dpi=110)
 
 
 def fmt_params(params: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in params.items()) or "-"
 
 
+def qps(s: dict) -> float:
+    return s["qps_1t"]["median"]
+
+
+def versus(s: dict, ref: dict) -> str:
+    """``s``'s QPS over ``ref``'s: the ratio of medians, or why none is claimed."""
+    clear = provenance.ratio_if_clear(s["qps_1t"], ref["qps_1t"])
+    if clear is None:
+        clear = provenance.ratio_if_clear(ref["qps_1t"], s["qps_1t"])
+        if clear is None:
+            return f"{qps(s) / qps(ref):.2f}x (spreads overlap: no ratio claimed)"
+    return f"{qps(s) / qps(ref):.2f}x"
+
+
 def table(data: dict, bound_qps: float) -> list[str]:
-    rows = sorted(data["systems"], key=lambda s: -s["qps_1t"])
+    rows = sorted(data["systems"], key=lambda s: -qps(s))
     ref = {s["system"]: s for s in rows}
     hnswlib = [s for s in rows if s["system"].startswith("hnswlib") and s["reached"]]
-    best_hnswlib = max(hnswlib, key=lambda s: s["qps_1t"]) if hnswlib else None
+    best_hnswlib = max(hnswlib, key=qps) if hnswlib else None
     lines = [
-        "| system | setting at recall@10 >= 0.95 | recall@10 | QPS 1 thread (CPU) "
-        "| QPS 2 threads (wall) | p50 / p99 CPU ms | build s | bytes/vector | disk MB "
+        "| system | setting at recall@10 >= 0.95 | recall@10 | QPS 1 thread (CPU), median "
+        "[min-max] | QPS 2 threads (wall) | p50 / p99 CPU ms | build s | bytes/vector "
         "| QPS vs best hnswlib |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in rows:
-        ratio = f"{s['qps_1t'] / best_hnswlib['qps_1t']:.2f}x" if best_hnswlib else "-"
+        ratio = versus(s, best_hnswlib) if best_hnswlib else "-"
         miss = "" if s["reached"] else " (target missed)"
+        q = s["qps_1t"]
         lines.append(
             f"| {s['system']} | {fmt_params(s['params'])}{miss} | {s['recall']:.3f} "
-            f"| {s['qps_1t']:,.0f} | {s['qps_all']:,.0f} | {s['p50_ms']:.2f} / {s['p99_ms']:.2f} "
-            f"| {s['build_s']:.1f} | {s['bytes_per_vector']:,.0f} | {s['disk_bytes'] / 1e6:,.0f} "
-            f"| {ratio} |"
+            f"| {q['median']:,.0f} [{q['min']:,.0f}-{q['max']:,.0f}] | {s['qps_all']:,.0f} "
+            f"| {s['p50_ms']['median']:.2f} / {s['p99_ms']:.2f} | {s['build_s']:.1f} "
+            f"| {s['bytes_per_vector']:,.0f} | {ratio} |"
         )
     autos = [s for s in rows if "auto_tuned" in s]
     if autos:
-        lines += ["", "simqa's own tuner (`tune`, 1,000 corpus vectors as queries, target 0.95):"]
-        lines += [""]
+        lines += ["", "simqa's own tuner (what `simqa build` sets; 1,000 corpus vectors as"]
+        lines += ["queries, recall@10 >= 0.95 at k=10), then searched for the same depth:", ""]
         for s in autos:
             a = s["auto_tuned"]
             lines.append(
                 f"- {s['system']}: {fmt_params(a['params'])} -> recall@10 {a['recall']:.3f} on "
-                f"the benchmark queries (tuner's held-aside half: {a['tune_heldout_recall']:.3f}), "
-                f"{a['qps_1t']:,.0f} QPS 1 thread"
+                f"the benchmark queries (tuner's held-aside half: {a['tune_heldout_recall']:.3f})"
             )
     flat = ref.get("simqa flat")
     if flat:
-        single = 1000 / flat["p50_ms"]
+        single = 1000 / flat["p50_ms"]["median"]
         lines += [
             "",
             f"Exact search vs the memory-bandwidth bound: one query must read "
             f"{data['n'] * data['dim'] * 4 / 1e6:,.0f} MB, so the bound is {bound_qps:,.1f} "
             f"single queries/s on one thread; simqa flat does {single:,.1f} (bound / measured "
-            f"= {bound_qps / single:.2f}; below 1 the corpus fits in cache). Batched, it reuses "
-            f"each vector across queries and reaches {flat['qps_1t']:,.1f} QPS on one thread.",
+            f"= {bound_qps / single:.2f}; below 1 the corpus fits in cache).",
         ]
     return lines
 
 
-def targets(data: dict, bandwidth_gbs: float) -> list[str]:
-    """The issue-4 targets, judged from one size's numbers: met or missed, and by how much."""
+def targets(data: dict) -> list[str]:
+    """Issue 12's target, judged from one size's rounds: met only beyond the spread."""
     rows = {s["system"]: s for s in data["systems"]}
     ann = [s for s in rows.values() if s["system"].startswith("simqa") and s["reached"]]
     ann = [s for s in ann if s["system"] != "simqa flat"]
@@ -580,43 +614,26 @@ def targets(data: dict, bandwidth_gbs: float) -> list[str]:
     txtai = rows.get("txtai Embeddings (default faiss)")
     lines = [f"## Targets ({data['size']}: {data['n']:,} x {data['dim']}, one thread)", ""]
     if ann and hnswlib:
-        ref = max(hnswlib, key=lambda s: s["qps_1t"])
+        ref = max(hnswlib, key=qps)
         lean = [s for s in ann if s["bytes_per_vector"] <= ref["bytes_per_vector"] / 2]
-        pick = max(lean or ann, key=lambda s: s["qps_1t"])
-        speed = pick["qps_1t"] / ref["qps_1t"]
+        pick = max(lean or ann, key=qps)
+        worst = pick["qps_1t"]["min"] / ref["qps_1t"]["max"]
         memory = pick["bytes_per_vector"] / ref["bytes_per_vector"]
-        met = "MET" if speed >= 1 and memory <= 0.5 else "MISSED"
+        met = "MET" if worst >= 1.5 and memory <= 0.5 else "MISSED"
         lines.append(
-            f"- QPS >= best-tuned hnswlib at <= half its memory: **{met}**. {pick['system']} "
-            f"({fmt_params(pick['params'])}) does {pick['qps_1t']:,.0f} QPS = {speed:.2f}x "
-            f"{ref['system']} ({ref['qps_1t']:,.0f} QPS, {fmt_params(ref['params'])}) with "
-            f"{pick['bytes_per_vector']:,.0f} vs {ref['bytes_per_vector']:,.0f} bytes/vector "
-            f"({memory:.2f}x)."
+            f"- QPS >= 1.5x the best-tuned hnswlib at <= half its memory, beyond the spread: "
+            f"**{met}**. {pick['system']} ({fmt_params(pick['params'])}) does "
+            f"{qps(pick):,.0f} QPS (median of {data['rounds']} rounds) = {versus(pick, ref)} "
+            f"{ref['system']} ({qps(ref):,.0f}, {fmt_params(ref['params'])}); slowest simqa "
+            f"round / fastest hnswlib round = {worst:.2f}x; {pick['bytes_per_vector']:,.0f} vs "
+            f"{ref['bytes_per_vector']:,.0f} bytes/vector ({memory:.2f}x)."
         )
-        fastest = max(ann, key=lambda s: s["qps_1t"])
-        if fastest is not pick:
-            lines.append(
-                f"  Fastest simqa layout regardless of memory: {fastest['system']}, "
-                f"{fastest['qps_1t'] / ref['qps_1t']:.2f}x hnswlib at "
-                f"{fastest['bytes_per_vector'] / ref['bytes_per_vector']:.2f}x its memory."
-            )
     if ann and txtai:
-        best = max(ann, key=lambda s: s["qps_1t"])
-        ratio = best["qps_1t"] / txtai["qps_1t"]
+        best = max(ann, key=qps)
         lines.append(
-            f"- >= 3x txtai (its default faiss layout, nprobe swept to its fastest setting at "
-            f"recall >= 0.95): **{'MET' if ratio >= 3 else 'MISSED'}**, {ratio:.1f}x "
-            f"({best['system']} {best['qps_1t']:,.0f} vs {txtai['qps_1t']:,.0f} QPS)."
-        )
-    flat = rows.get("simqa flat")
-    if flat:
-        bound = bandwidth_gbs * 1e9 / (data["n"] * data["dim"] * 4)
-        single = 1000 / flat["p50_ms"]
-        lines.append(
-            f"- Exact search within 1.3x of the memory-bandwidth bound: "
-            f"**{'MET' if bound / single <= 1.3 else 'MISSED'}**, bound / measured = "
-            f"{bound / single:.2f} "
-            f"({single:,.1f} vs {bound:,.1f} single queries/s)."
+            f"- against txtai (its default faiss layout, nprobe swept to its fastest setting at "
+            f"recall >= 0.95): {best['system']} {versus(best, txtai)} "
+            f"({qps(best):,.0f} vs {qps(txtai):,.0f} QPS)."
         )
     return [*lines, ""]
 
@@ -645,43 +662,53 @@ def difficulty(results: list[dict]) -> list[str]:
     ]
 
 
-def report(meta: dict) -> None:
-    results = [
-        json.loads((OUT / f"results_{s}.json").read_text())
-        for s in SIZES
-        if (OUT / f"results_{s}.json").exists()
-    ]
+def report(results_dir: Path = RESULTS, target: Path = HERE / "RESULTS.md") -> None:
+    """RESULTS.md and the plot from the committed results/vectors_SIZE.json files."""
+    found = [results_dir / f"vectors_{size}.json" for size in SIZES]
+    results = [json.loads(path.read_text()) for path in found if path.exists()]
     if not results:
         return
-    plot(results)
-    bw = meta["bandwidth_gbs"]
+    plot(results, target.parent / "recall_qps.png")
     lines = [
-        "# Vector search benchmark (issue 4)",
+        "# Vector search on the engine's path",
         "",
-        f"Run {meta['date']} with `python benchmarks/bench_vectors.py {meta['args']}`.",
-        *([meta["note"]] if meta.get("note") else []),
+        "Raw results (with command, date, machine and versions): "
+        + ", ".join(f"[{p.name}](results/{p.name})" for p in found if p.exists())
+        + ". Regenerate this page with `python benchmarks/bench_vectors.py --report-only`.",
         "",
-        "Machine: " + "; ".join(f"{k} {v}" for k, v in meta["machine"].items()) + ".",
-        f"Single-thread memory read bandwidth measured in the same run: {bw:.1f} GB/s.",
-        "The machine is shared with other jobs: absolute numbers are noisy, ratios between",
-        "systems measured in one run are the result.",
-        "",
-        "Method: every system indexes the same vectors and answers the same 1,000 held-out",
-        "queries (k=10). Recall@10 is against brute force and counts ties (duplicate questions)",
-        "as hits. Each approximate system is swept over its search knob with one thread; the",
-        "table shows its fastest setting with recall@10 >= 0.95. QPS 1 thread = a batch of",
-        "queries in one call, per CPU-second of the calling thread (the machine is shared and",
-        "oversubscribed: wall time measures the neighbours, CPU time the work); QPS all threads",
-        "= the same batch per wall-second with 2 threads, so it suffers whatever else runs.",
-        "Latency = CPU ms of one query per call, one thread. bytes/vector = the saved index",
-        "(these libraries write their in-memory layout) / n. Build = wall seconds, 2 threads.",
-        "txtai above 300k vectors trains its k-means on its `sample: 0.1` option (its default,",
-        "all vectors, takes hours here).",
+    ]
+    first = results[0]
+    lines += [
+        f"Method: every system indexes the same vectors and answers the same "
+        f"{first['queries']:,} held-out queries, asking for {first['depth']} candidates per "
+        "query (what the engine asks its vector index for with the hub penalty); recall@10 of "
+        "the first ten against brute force, ties (duplicate questions) counted as hits. Each "
+        "approximate system is swept over its search knob with one thread and the fastest "
+        "setting with recall@10 >= 0.95 kept. Every system is then timed in "
+        f"{first['rounds']} interleaved rounds: QPS 1 thread = the query batch in one call per "
+        "CPU-second of the calling thread; the table gives the median round and the spread. "
+        "A ratio is claimed only where the spreads do not overlap. QPS 2 threads = one wall-time "
+        "pass. bytes/vector = the saved index / n. Build = wall seconds, 2 threads. txtai above "
+        "300k vectors trains its k-means on its `sample: 0.1` option.",
         "",
         "![recall vs QPS](recall_qps.png)",
         "",
     ]
-    if "distribution" in meta:
+    for data in results:
+        m = data["machine"]
+        bw = data["bandwidth_gbs"]
+        bound = bw * 1e9 / (data["n"] * data["dim"] * 4)
+        lines += [f"## {data['size']}: {data['n']:,} vectors x {data['dim']} dims", ""]
+        lines += [
+            f"Run {data['date']}: `{data['command']}`; {m.get('Model name', '?')}, "
+            f"{m.get('CPU(s)', '?')} CPUs; load average {data['load_average_start'][0]:.1f} "
+            f"at the start; single-thread read bandwidth {bw:.1f} GB/s.",
+            "",
+        ]
+        lines += [*table(data, bound), ""]
+        lines += targets(data)
+    if any("distribution" in data for data in results):
+        data = next(d for d in results if "distribution" in d)
         lines += [
             "## Synthetic vectors",
             "",
@@ -695,22 +722,10 @@ def report(meta: dict) -> None:
             "| set | nearest | 10th nearest |",
             "|---|---|---|",
         ]
-        for name, q in meta["distribution"].items():
+        for name, q in data["distribution"].items():
             lines.append(f"| {name} | {q['nn1']} | {q['nn10']} |")
-        lines += [
-            "",
-            f"(Calibrated noise scale: {meta.get('synth_sigma', 0):.3f}.) Larger synthetic sets",
-            "are denser than the real 47k, as a larger real corpus would be.",
-            "",
-        ]
-        lines += difficulty(results)
-    for data in results:
-        bound = bw * 1e9 / (data["n"] * data["dim"] * 4)
-        lines += [f"## {data['size']}: {data['n']:,} vectors x {data['dim']} dims", ""]
-        lines += [*table(data, bound), ""]
-    for data in results[::-1]:  # the 1m targets first, then the same checks on the others
-        lines += targets(data, bw)
-    (HERE / "RESULTS.md").write_text("\n".join(lines) + "\n")
+        lines += ["", *difficulty(results)]
+    target.write_text("\n".join(lines) + "\n")
 
 
 def main() -> None:
@@ -718,31 +733,32 @@ def main() -> None:
     parser.add_argument("--sizes", default="47k", help="comma list of 47k,200k,1m")
     parser.add_argument("--quick", action="store_true", help="47k only, shorter sweeps")
     parser.add_argument("--only", help="run only systems whose name contains this")
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--report-only", action="store_true")
+    parser.add_argument("--limit-real", type=int, help="use the first N real vectors (smoke)")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
-    meta_path = OUT / "meta.json"
-    meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
     if not args.report_only:
         sizes = ["47k"] if args.quick else [s.strip().lower() for s in args.sizes.split(",")]
         unknown = set(sizes) - set(SIZES)
         if unknown:
             parser.error(f"unknown sizes {sorted(unknown)}; choose from {', '.join(SIZES)}")
-        real = real_vectors()
+        real = real_vectors(args.limit_real)
         synth = Synthesiser(real)
-        meta.update(
-            date=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-            args=" ".join(sys.argv[1:]),
-            machine=machine(),
-            bandwidth_gbs=memory_bandwidth_gbs(),
-        )
-        meta["distribution"] = distribution_check(real, synth, list(SIZES))
-        meta["synth_sigma"] = synth.sigma
-        meta_path.write_text(json.dumps(meta, indent=1))
+        head = provenance.header()
+        head["bandwidth_gbs"] = memory_bandwidth_gbs()
+        head["distribution"] = distribution_check(real, synth, sizes)
+        head["synth_sigma"] = synth.sigma
         for size in sizes:
-            run_size(size, real, synth, args.quick, args.only)
-            report(meta)
-    report(meta)
+            data = {**head, **run_size(size, real, synth, args.quick, args.only, args.rounds)}
+            data["date"] = head["date"]
+            path = provenance.write(f"vectors_{size}", data, args.out_dir / f"vectors_{size}.json")
+            print(f"raw results: {path}", flush=True)
+    report(
+        args.out_dir,
+        HERE / "RESULTS.md" if args.out_dir == RESULTS else args.out_dir / "RESULTS.md",
+    )
 
 
 if __name__ == "__main__":
