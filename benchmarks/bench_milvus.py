@@ -17,6 +17,7 @@ A real Milvus 2.3 standalone server (PyPI ``milvus``) runs on a loopback port fo
 
     python benchmarks/bench_milvus.py corpus --index consults      # SIMQA_HOME=indexes
     python benchmarks/bench_milvus.py synthetic --size 1000000 --repeats 2
+    python benchmarks/bench_milvus.py sizes --index consults        # bytes per Milvus row
 """
 
 from __future__ import annotations
@@ -248,14 +249,54 @@ def summary(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def row_sizes(args: argparse.Namespace) -> None:
+    """Bytes a Milvus row takes per consultation of the index (what sizes a query node)."""
+    from simqa.milvus.schema import to_row
+
+    index = simqa.open_index(args.index)
+    _, matrix = index.embeddings()
+    record_bytes, key_bytes = [], []
+    for row_number, (_, record) in enumerate(index.records_by_vid()):
+        row = to_row(record, matrix[row_number], index.manifest.embed_fields)
+        record_bytes.append(len(row["record"].encode()))
+        key_bytes.append(
+            sum(
+                len(str(row[f]).encode())
+                for f in ("id", "department", "source", "ask_iso", "text_hash")
+            )
+            + sum(len(t.encode()) for t in row["tags"])
+        )
+    rec = np.array(record_bytes)
+    report = {
+        "machine": machine(),
+        "consultations": len(rec),
+        "dim": int(matrix.shape[1]),
+        "vector_bytes": int(matrix.shape[1] * 4),
+        "record_json_bytes": {
+            "mean": float(rec.mean()),
+            "median": float(np.median(rec)),
+            "p99": float(np.percentile(rec, 99)),
+            "max": int(rec.max()),
+        },
+        "filter_fields_bytes_mean": float(np.mean(key_bytes)),
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / "milvus_row_sizes.json"
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("corpus", choices=["corpus", "synthetic"])
+    parser.add_argument("corpus", choices=["corpus", "synthetic", "sizes"])
     parser.add_argument("--index", default="consults", help="the quick-start index")
     parser.add_argument("--size", type=int, default=1_000_000, help="synthetic vectors")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queries", type=int, default=N_QUERIES, help="held-out queries")
     args = parser.parse_args()
+    if args.corpus == "sizes":
+        row_sizes(args)
+        return
     started = machine()
     data = corpus_data(args) if args.corpus == "corpus" else synthetic_data(args)
     records, vectors, queries, manifest = data

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -85,6 +86,9 @@ class Connection:
         self.lite = is_lite(self.uri)
         if self.lite:
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+            with warnings.catch_warnings():  # Milvus Lite 2.5 still imports pkg_resources
+                warnings.simplefilter("ignore", UserWarning)
+                import milvus_lite  # noqa: F401
         kwargs: dict[str, Any] = {"uri": self.uri, "timeout": timeout()}
         if token or os.environ.get("SIMQA_MILVUS_TOKEN"):
             kwargs["token"] = token or os.environ["SIMQA_MILVUS_TOKEN"]
