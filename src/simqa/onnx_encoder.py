@@ -12,10 +12,10 @@ optimizer first fuses the traced graph (attention, embedding + layer norm, skip 
 bias + GELU), so that quantisation turns each attention block into one QAttention and the
 int8 attention kernel runs; then every MatMul gets int8 weights with one scale per output
 channel, except the first layer's feed-forward down-projection, whose input carries the
-largest activation outliers (max 25 against a median channel max of 1.7 in MiniLM) and stays
-float32, as do the embedding tables. Without the fusion, and with all six down-projections in
-float (format 1), a 25-token question took 1.7x the CPU time for a mean cosine to torch of
-0.998 instead of 0.996; the MQP recall@1 of both is in benchmarks/RESULTS.md.
+largest activation outliers (in MiniLM one channel reaches 25 where the median channel's
+maximum is 1.7) and stays float32, as do the embedding tables. Format 1 (no fusion, all six
+down-projections in float) was more faithful to torch but slower; each recipe's cosine to
+torch, MQP recall@1 and CPU per query are in benchmarks/results/encoder.json.
 """
 
 from __future__ import annotations
