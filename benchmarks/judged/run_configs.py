@@ -16,6 +16,8 @@ pool gains only the pairs it newly brings. Configurations (``NAME=KIND:key=value
   (title + question)
 - ``engine[:index=NAME]``: ``Index.search(text, k, min_score=-1)``, what
   ``simqa query TEXT --index NAME -k 4 --min-score -1`` shows
+- ``verified[:index=NAME,mode=drop]``: ``engine``, then the verifier leaves out the hits it
+  judges a different question (``simqa query ... --verify drop``)
 
 The default set: cosine (hub=0), hub0.25, hub0.5, bm25, engine, and cosine-distinct and
 hub0.5-distinct (copies skipped). A new kind (a verifier over a configuration's candidates,
@@ -199,8 +201,28 @@ def engine(queries: list[str], params: dict[str, str], default_index: str) -> tu
     return out, {"call": f"Index.search(text, k={K}, min_score={KEEP_ALL})", "index": c.describe()}
 
 
+def verified(queries: list[str], params: dict[str, str], default_index: str) -> tuple[Ranked, dict]:
+    """``engine``, then the box's verifier (simqa.verify): ``mode=drop`` leaves out the hits
+    it judges a different question, so a box may hold fewer than k."""
+    from simqa.verify import verifier_for, verify_hits
+
+    c = corpus(params.get("index", default_index))
+    mode = params.get("mode", "drop")
+    verifier = verifier_for(c.index, mode)
+    out = [
+        [
+            c.hit(c.position[h.id], h.score, h.rank_score)
+            for h in verify_hits(c.index.search(text, k=K, min_score=KEEP_ALL), verifier, mode)
+        ]
+        for text in queries
+    ]
+    how = {"call": f"verify_hits(Index.search(text, k={K}, min_score={KEEP_ALL}), {mode!r})",
+           "verifier": None if verifier is None else verifier.source}  # fmt: skip
+    return out, {**how, "index": c.describe()}
+
+
 Kind = Callable[[list[str], dict[str, str], str], tuple[Ranked, dict]]
-KINDS: dict[str, Kind] = {"dense": dense, "bm25": bm25, "engine": engine}
+KINDS: dict[str, Kind] = {"dense": dense, "bm25": bm25, "engine": engine, "verified": verified}
 
 
 def git(*args: str) -> str:

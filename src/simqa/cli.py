@@ -49,6 +49,15 @@ EncoderOpt = Annotated[
         "--encoder", help="onnx (int8, faster) or torch; default: what the index was built with."
     ),
 ]
+VerifyOpt = Annotated[
+    str,
+    typer.Option(
+        "--verify",
+        help="flag: mark each hit same_question true/false with a probability (JSON); drop: "
+        "leave out hits judged a different question; off. Needs a verifier for the index's "
+        "model (simqa adapt fits one).",
+    ),
+]
 MinScoreOpt = Annotated[
     float | None,
     typer.Option(
@@ -202,6 +211,7 @@ def query(
     until: UntilOpt = None,
     min_score: MinScoreOpt = None,
     encoder: EncoderOpt = None,
+    verify: VerifyOpt = "flag",
     file: Annotated[
         Path | None,
         typer.Option(
@@ -213,23 +223,28 @@ def query(
     from simqa.index import Index, check_k
     from simqa.related import NEIGHBOURS, related_faq
     from simqa.render import render
+    from simqa.verify import verifier_for, verify_hits
 
     if (text is None) == (file is None):
         raise SimqaError("give either a query TEXT or --file QUERIES")
     idx = Index.open(index, encoder=encoder)
+    verifier = verifier_for(idx, verify)
     filters = {"department": department, "source": source, "tag": tag, "since": since,
                "until": until, "min_score": min_score}  # fmt: skip
     if file is None:
         hits = idx.search(text, max(check_k(k), NEIGHBOURS), **filters)  # Related FAQ pools more
-        _echo(render(hits[:k], format, min_score=idx.min_score(min_score),
+        _echo(render(verify_hits(hits[:k], verifier, verify), format,
+                     min_score=idx.min_score(min_score),
                      related=related_faq(None, hits, idx.tag_counts())))  # fmt: skip
         return
     lines = _read_lines(file)
     for start in range(0, len(lines), 256):
         batch = lines[start : start + 256]
         for line, hits in zip(batch, idx.search_many(batch, k, **filters), strict=True):
+            shown = verify_hits(hits, verifier, verify)
             _echo(
-                json.dumps({"query": line, "hits": [h.to_json() for h in hits]}, ensure_ascii=False)
+                json.dumps({"query": line, "hits": [h.to_json() for h in shown]},
+                           ensure_ascii=False)
             )
 
 
@@ -265,6 +280,7 @@ def similar(
     until: UntilOpt = None,
     min_score: MinScoreOpt = None,
     encoder: EncoderOpt = None,
+    verify: VerifyOpt = "flag",
     every: Annotated[
         bool,
         typer.Option(
@@ -302,7 +318,10 @@ def similar(
     else:
         own = idx.get(record_id)
         hits = idx.similar(record_id, max(check_k(k), NEIGHBOURS), **filters)
-    _echo(render(hits[:k], format, min_score=idx.min_score(min_score),
+    from simqa.verify import verifier_for, verify_hits
+
+    shown = verify_hits(hits[:k], verifier_for(idx, verify), verify)
+    _echo(render(shown, format, min_score=idx.min_score(min_score),
                  related=related_faq(own, hits, idx.tag_counts())))  # fmt: skip
 
 
@@ -335,9 +354,14 @@ def info(
     ] = False,
 ) -> None:
     """Show what an index holds and how it was built."""
+    from simqa.adapt import model_card
     from simqa.index import Index
 
-    details = Index.open(index, verify=verify).info()
+    opened = Index.open(index, verify=verify)
+    details = opened.info()
+    card = model_card(opened.root, opened.manifest.model) if hasattr(opened, "root") else None
+    if card:
+        details["adapted"] = card
     if verify:
         details["verified"] = "every file matches its checksum"
     if as_json:
@@ -422,6 +446,35 @@ def serve(
         index, host=host, port=port, workers=workers, write_token=write_token,
         access_log=access_log,
     )
+
+
+@app.command()
+def adapt(
+    index: IndexOpt = "default",
+    pairs: Annotated[
+        list[Path] | None,
+        typer.Option("--pairs", help="Labelled pairs to train on (default: the packaged "
+                     "MEDIQA/AMIA 2016 RQE training pairs); repeatable."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for sampling, mining and training.")] = 0,
+    max_pairs: Annotated[int, typer.Option(help="Pairs to train on (a seeded sample).")] = 1280,
+    epochs: Annotated[float, typer.Option(help="Passes over the training pairs.")] = 1.0,
+    hub_penalty: Annotated[
+        float | None, typer.Option(help="Hub penalty weight of the new version (default: keep).")
+    ] = None,
+    wait: WaitOpt = 300.0,
+) -> None:
+    """Fine-tune the index's encoder for this index on the CPU, re-embed it, publish it."""
+    from simqa.adapt import adapt as adapt_index
+
+    def log(message: str) -> None:
+        typer.echo(message, err=True)
+
+    record = adapt_index(
+        index, pairs, seed=seed, max_pairs=max_pairs, epochs=epochs, hub_penalty=hub_penalty,
+        wait=wait, progress=sys.stderr.isatty(), log=log,
+    )  # fmt: skip
+    _echo(json.dumps(record, indent=2))
 
 
 app.command("eval")(eval_command)

@@ -128,14 +128,17 @@ def corpus_pairs(records: Iterable[Any]) -> list[TrainPair]:
     """(title, question) of every consultation whose title and question both say something.
 
     Titles that are the question's first words, or equal to it, are skipped; so are
-    MedQuAD's focus-word titles ("Diabetes"), which are topics rather than questions.
+    titles the question contains, such as MedQuAD's focus titles ("Sickle cell anemia" for
+    "What causes sickle cell anemia?"), which name a topic rather than ask the question:
+    pairing them would teach that a topic and a question on it are the same question.
     """
     out = []
     for record in records:
         title, question = normalise(record.title), normalise(record.question)
         if not title or not question or len(title.split()) < 3:
             continue
-        if question.lower().startswith(title.lower().rstrip("?.! ")):
+        stem = title.casefold().rstrip("?.! ")
+        if question.casefold().startswith(stem) or stem in question.casefold():
             continue
         out.append(TrainPair(title, question))
     return out

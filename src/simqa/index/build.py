@@ -136,6 +136,48 @@ def write(
     return counts
 
 
+def reembed(
+    root: Path,
+    model: str,
+    *,
+    record_model: str | None = None,
+    min_score: float | None = None,
+    hub_penalty: float | None = None,
+    progress: bool = False,
+    batch_size: int = 64,
+    wait: float = layout.DEFAULT_WAIT_SECONDS,
+) -> Path:
+    """Embed every record of the newest version again with ``model`` and publish the result
+    as the next version (``simqa adapt``): same records, fields, index type and recall
+    target; the hub penalty kept unless ``hub_penalty`` is given. The manifest names
+    ``record_model`` (e.g. ``models/<hash>``, see ``layout.model_location``) as its model.
+    Returns the published version's folder."""
+    root = layout.index_path(root)
+    layout.current_version(root)
+    with layout.writer_lock(root, wait):
+        base = Snapshot(layout.current_version(root), verify=True)
+        m = base.manifest
+        weight = float(m.hub_penalty.get("weight", 0.0)) if hub_penalty is None else hub_penalty
+        staging = layout.new_staging(root)
+        try:
+            _first_version(
+                staging, (record for _vid, record in base.store.iter_records()), model=model,
+                # the same kind: chosen again from the same count, or as --index-type chose it
+                index_type=m.vector_index.get("kind")
+                if m.index_reason.startswith("chosen with") else None,
+                recall=m.recall.get("target", DEFAULT_RECALL), memory=None,
+                fields=m.embed_fields, progress=progress, batch_size=batch_size,
+                encoder=DEFAULT_ENCODER if m.encoder == "onnx" else m.encoder,
+                min_score=min_score, hub_penalty=weight, record_model=record_model,
+                created=m.created,
+            )  # fmt: skip
+            base.close()
+            return layout.publish(root, staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+
 def _refuse_changes(manifest: Manifest, fixed: dict[str, Any], root: Path) -> None:
     model = fixed.get("model")
     if model is not None and resolve_model(model)[0] != manifest.model:
@@ -176,6 +218,8 @@ def _first_version(
     encoder: str,
     min_score: float | str | None,
     hub_penalty: float,
+    record_model: str | None = None,
+    created: str | None = None,
 ) -> None:
     enc = shared_encoder(model, encoder)
     store = RecordStore(staging / RECORDS)
@@ -201,10 +245,10 @@ def _first_version(
     _save(
         staging, store, index, ids, vectors, None, penalty,
         Manifest(
-            model=enc.name, dim=enc.dim, count=0, vector_index={}, embed_fields=fields,
-            encoder=enc.kind, index_reason=reason,
+            model=record_model or enc.name, dim=enc.dim, count=0, vector_index={},
+            embed_fields=fields, encoder=enc.kind, index_reason=reason,
             min_score=_min_score(min_score, enc.name, None), hub_penalty=penalty,
-            recall=recall_info, created=now, updated=now,
+            recall=recall_info, created=created or now, updated=now,
         ),
     )  # fmt: skip
 
@@ -221,7 +265,8 @@ def _next_version(
     batch_size: int,
 ) -> dict[str, int]:
     m = base.manifest
-    enc = shared_encoder(m.model, "auto" if m.encoder == "onnx" else m.encoder)
+    model = layout.model_location(base.dir.parent, m.model)
+    enc = shared_encoder(model, "auto" if m.encoder == "onnx" else m.encoder)
     store = base.store.copy_to(staging / RECORDS)
     before = len(store)
     incoming = _Counted(records)

@@ -33,6 +33,8 @@ from simqa.errors import IndexBusy, IndexCorrupt, IndexMissing, SimqaError
 CURRENT = "CURRENT"
 LOCK = ".lock"
 STAGING_PREFIX = ".staging-"
+#: encoders adapted for this index (``simqa adapt``), one folder each, shared by its versions
+MODELS = "models"
 #: superseded versions stay this long for readers that are opening them
 GRACE_SECONDS = 120.0
 #: how long a writer waits for another writer by default
@@ -73,6 +75,12 @@ def current_version(root: Path) -> Path:
     if not _VERSION.fullmatch(name) or not version_dir.is_dir():
         raise IndexCorrupt(f"{pointer} names a missing version {name!r}")
     return version_dir
+
+
+def model_location(root: Path, model: str) -> str:
+    """What to load for a manifest's ``model``: an encoder adapted for this index is recorded
+    relative to it (``models/<hash>``), so the index folder can be moved or copied whole."""
+    return str(root / model) if model.startswith(f"{MODELS}/") else model
 
 
 def pointer_stamp(root: Path) -> tuple[int, int] | None:
@@ -119,7 +127,7 @@ def is_empty_or_ours(root: Path) -> bool:
     if not root.exists():
         return True
     return all(
-        p.name in (CURRENT, LOCK)
+        p.name in (CURRENT, LOCK, MODELS)
         or p.name.startswith((STAGING_PREFIX, f".{CURRENT}."))
         or _VERSION.fullmatch(p.name)
         for p in root.iterdir()

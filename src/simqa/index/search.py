@@ -135,7 +135,7 @@ class Index:
             manifest = self._snapshot.manifest
             built_with = manifest.encoder  # onnx falls back to torch if it cannot load
             kind = self.encoder_kind or ("auto" if built_with == "onnx" else built_with)
-            encoder = shared_encoder(manifest.model, kind)
+            encoder = shared_encoder(layout.model_location(self.root, manifest.model), kind)
             if encoder.dim != manifest.dim:
                 raise ModelMismatch(
                     f"model {manifest.model} gives {encoder.dim}-dimensional vectors, "
