@@ -84,7 +84,7 @@ class Consultation:
         self.id = str(self.id).strip()
         if not self.id:
             raise ValueError("record has no id")
-        if not normalise(self.question) and not normalise(self.title):
+        if not self.question.strip() and not self.title.strip():  # cheap: runs per fetched hit
             raise ValueError(f"record {self.id!r} has neither a title nor a question")
 
     def embedding_text(self, fields_: str = "title+question", max_chars: int = 2000) -> str:

@@ -65,9 +65,13 @@ class Hit:
 
 
 def question_key(record: Consultation, fields: str) -> str:
-    """What makes two hits the same question to a reader: the embedded text, case and spacing
-    ignored (the uncased model gives such copies one vector). A box shows each once."""
-    return normalise(record.embedding_text(fields)).casefold()
+    """What makes two hits the same question to a reader: the embedded fields, case and
+    spacing ignored (the uncased model gives such copies one vector). A box shows each once.
+    Runs for every candidate a box looks at, so it avoids regular expressions."""
+    parts = {"title": (record.title or record.question,),
+             "question": (record.question or record.title,)}.get(
+        fields, (record.title, record.question))  # fmt: skip
+    return " ".join(" ".join(parts).split()).casefold()
 
 
 def check_query(text: str) -> str:

@@ -8,8 +8,11 @@ moves to a newer version by swapping one snapshot for another.
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import faiss
 import numpy as np
 
 from simqa import vectors as vector_indexes
@@ -36,7 +39,7 @@ class Snapshot:
         try:
             self.store = RecordStore(version_dir / RECORDS, readonly=True)
             self.vectors = vector_indexes.load(version_dir, self.manifest.vector_index)
-            self.emb_ids = np.load(version_dir / EMBEDDING_IDS, mmap_mode="r")
+            self.emb_ids = np.load(version_dir / EMBEDDING_IDS)  # 8 MB at 1M: searched often
             self.emb = np.load(version_dir / EMBEDDINGS, mmap_mode="r")
             self.hub_weight = float(self.manifest.hub_penalty.get("weight", 0.0))
             self.density = (
@@ -71,9 +74,26 @@ class Snapshot:
         exactly among the ids ``exact_over`` when given, else from the vector index
         looking ``widen`` times further than its tuned setting."""
         if exact_over is None:
+            if len(queries) == 1:  # one query: threads cost more than they save (busy server)
+                with one_thread():
+                    return self.vectors.search(queries, want, widen)
             return self.vectors.search(queries, want, widen)
         vectors = np.asarray(self.emb[self.rows(exact_over)])
         return exact_search(queries, vectors, exact_over, want)
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Search with one OpenMP thread in this thread only (OpenMP keeps the count per thread).
+
+    A single IVF query spread over threads waits for busy cores: 8x slower on a loaded
+    2-core machine (benchmarks/results/boxes*.json); batches keep every thread."""
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(1)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
 
 
 def exact_search(
