@@ -71,11 +71,13 @@ def similarity(
 
 @dataclass
 class MethodContext:
-    """What methods share in one run: the default model and the embedding cache."""
+    """What methods share in one run: the default model, the embedding cache, and the
+    engine's vector index per (model, encoder, pool), built once for every ``simqa`` spec."""
 
     model: str | None = None
     cache: EmbeddingCache = field(default_factory=EmbeddingCache)
     built: dict[str, Method] = field(default_factory=dict)
+    engines: dict[tuple[str, str, str], Any] = field(default_factory=dict)
 
     def get(self, spec: str) -> Method:
         """The method for ``spec``, made once per run (so hybrids reuse their parts)."""
@@ -282,33 +284,44 @@ class SimqaVectors(DenseExact):
         hub: float = 0.0,
         encoder: str = "auto",
         min_score: float | None = None,
+        engines: dict[tuple[str, str, str], Any] | None = None,
     ) -> None:
         super().__init__(name, model, cache, encoder)
         self.hub = hub
         self.min_score = min_score
-        self._pool_key = ""
+        self._engines = {} if engines is None else engines
         self._index: Any = None
         self._density = np.zeros(0, dtype=np.float32)
         self.kind = ""
 
     def _prepare(self, pool: Pool) -> Any:
-        from simqa import vectors as backends
-        from simqa.density import neighbour_density
-        from simqa.index.build import DEFAULT_RECALL
+        """The pool's vector index as build makes it (and densities, if the penalty is on),
+        shared by every ``simqa`` spec on the same model, encoder and pool."""
+        key = (self.model, self.encoder, pool.key)
+        if key not in self._engines:
+            from simqa import vectors as backends
+            from simqa.index.build import DEFAULT_RECALL
 
-        if self._pool_key != pool.key:
             vectors = self.pool_vectors(pool)
-            self.kind, params, _why = backends.choose(len(vectors), vectors.shape[1])
-            index = backends.create(self.kind, vectors.shape[1], **params)
+            kind, params, _why = backends.choose(len(vectors), vectors.shape[1])
+            index = backends.create(kind, vectors.shape[1], **params)
             ids = np.arange(len(vectors), dtype=np.int64)
             index.add(ids, vectors)
-            if self.kind != "flat":  # as simqa build does: the cheapest setting at recall 0.95
+            if kind != "flat":  # as simqa build does: the cheapest setting at recall 0.95
                 from simqa.vectors.tuning import tune_search_params
 
                 tune_search_params(index, vectors, ids, target=DEFAULT_RECALL)
-            if self.hub:
-                self._density = neighbour_density(index.search, vectors, ids)
-            self._index, self._pool_key = index, pool.key
+            self._engines[key] = {"kind": kind, "index": index, "density": None}
+        engine = self._engines[key]
+        if self.hub and engine["density"] is None:
+            from simqa.density import neighbour_density
+
+            vectors = self.pool_vectors(pool)
+            ids = np.arange(len(vectors), dtype=np.int64)
+            engine["density"] = neighbour_density(engine["index"].search, vectors, ids)
+        self.kind, self._index = engine["kind"], engine["index"]
+        if self.hub:
+            self._density = engine["density"]
         return self._index
 
     def rank(self, queries: Sequence[str], pool: Pool, depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -370,7 +383,7 @@ def _simqa(spec: str, context: MethodContext, params: dict[str, str]) -> Method:
             min_score = float(given)
         except ValueError:
             raise SimqaError(f"method {spec!r}: min_score is auto, none or a number") from None
-    return SimqaVectors(spec, model, context.cache, hub, encoder, min_score)
+    return SimqaVectors(spec, model, context.cache, hub, encoder, min_score, context.engines)
 
 
 # --- fusion -------------------------------------------------------------------------------
