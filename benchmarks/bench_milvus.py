@@ -6,7 +6,7 @@ distributed like them, see ``bench_vectors.Synthesiser``), each repeat:
 - builds both vector indexes from the same stored vectors (no embedding in either):
   the embedded one as ``simqa build`` does (``vectors.choose`` + ``tune_search_params``),
   the Milvus one through ``simqa.milvus.from_vectors`` (insert, seal, index, tune, alias);
-- answers 1,000 held-out queries (real iCliniq / eHealthForum questions, none indexed; for
+- answers 1,000 held-out queries (real patient questions of the Curai pairs, none indexed; for
   the synthetic corpus, fresh synthetic vectors) at top-10, one query per request, with
   the records a hit shows: faiss search + the SQLite fetch for the embedded path, one
   Milvus search returning the records for Milvus (Strong consistency, the default, and
@@ -23,6 +23,7 @@ A real Milvus 2.3 standalone server (PyPI ``milvus``) runs on a loopback port fo
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import platform
@@ -75,13 +76,12 @@ def machine() -> dict[str, Any]:
 
 
 def held_out_questions(n: int, indexed: set[str]) -> list[str]:
-    """Real consumer questions from two sites whose text is not in the index."""
-    out: list[str] = []
-    for name in ("icliniqQAs.json", "ehealthforumQAs.json"):
-        for row in json.loads((DATA / "lasseregin_medical_qa" / name).read_text()):
-            q = " ".join(str(row.get("question", "")).split())
-            if len(q) > 30 and q not in indexed:
-                out.append(q)
+    """Real patient questions (both sides of the Curai medical question pairs), none of them
+    among the quick-start corpora's questions."""
+    with (DATA / "curai_mqp" / "mqp.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    texts = dict.fromkeys(" ".join(q.split()) for row in rows for q in row[1:3])
+    out = [q for q in texts if len(q) > 20 and q not in indexed]
     rng = np.random.default_rng(0)
     return [out[i] for i in rng.choice(len(out), n, replace=False)]
 
@@ -160,6 +160,7 @@ def run_once(
     kth: np.ndarray,
     server: EmbeddedMilvus,
     work: Path,
+    milvus_index_type: str | None = None,
 ) -> dict[str, Any]:
     n, dim = vectors.shape
     out: dict[str, Any] = {}
@@ -191,6 +192,7 @@ def run_once(
         model=manifest.model,
         dim=dim,
         fields=manifest.embed_fields,
+        index_type=milvus_index_type,
     )
     out["milvus_build_s"] = time.perf_counter() - t
     milvus = simqa.open_index(root)
@@ -293,6 +295,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000, help="synthetic vectors")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--queries", type=int, default=N_QUERIES, help="held-out queries")
+    parser.add_argument("--tag", default="", help="suffix of the result file's name")
+    parser.add_argument("--milvus-index-type", default=None, help="default: as simqa chooses")
     args = parser.parse_args()
     if args.corpus == "sizes":
         row_sizes(args)
@@ -309,7 +313,9 @@ def main() -> None:
             for repeat in range(args.repeats):
                 work = work_root / f"run{repeat}"
                 work.mkdir()
-                result = run_once(records, vectors, queries, manifest, kth, server, work)
+                result = run_once(
+                    records, vectors, queries, manifest, kth, server, work, args.milvus_index_type
+                )
                 print(json.dumps({"repeat": repeat, **result}), flush=True)
                 runs.append(result)
     finally:
@@ -327,7 +333,7 @@ def main() -> None:
         "runs": runs,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"milvus_{name}.json"
+    path = RESULTS / f"milvus_{name}{'_' + args.tag if args.tag else ''}.json"
     path.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report["summary"], indent=2))
     print(f"-> {path}", file=sys.stderr)

@@ -1,8 +1,9 @@
 """Talking to Milvus: a client per URI, calls bounded in time, one-line errors.
 
-pymilvus retries a call whose connection failed (server restarting, connection reset)
-until the call's timeout; past it, or on any other refusal, the caller gets one
-``SimqaError`` line naming the URI, never a gRPC traceback.
+A call whose server is unreachable or does not answer (restarting, connection reset,
+frozen) is retried, if doing it twice is harmless, until ``SIMQA_MILVUS_TIMEOUT`` seconds
+have passed in all; past that, or on any other refusal, the caller gets one ``SimqaError``
+line naming the URI, never a gRPC traceback.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 from pymilvus import MilvusClient, MilvusException
 
 from simqa.errors import SimqaError
 
-T = TypeVar("T")
 #: seconds a call may take, retries included, before it gives up (SIMQA_MILVUS_TIMEOUT)
 DEFAULT_TIMEOUT = 10.0
 _TRANSIENT = re.compile(
@@ -40,7 +40,14 @@ class MilvusUnavailable(SimqaError):
 
 
 def timeout() -> float:
-    return float(os.environ.get("SIMQA_MILVUS_TIMEOUT", DEFAULT_TIMEOUT))
+    value = os.environ.get("SIMQA_MILVUS_TIMEOUT", str(DEFAULT_TIMEOUT))
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise SimqaError(f"SIMQA_MILVUS_TIMEOUT must be a number of seconds, got {value!r}")
+    return seconds
 
 
 def consistency() -> str:
