@@ -153,7 +153,7 @@ def build(
     report = IngestReport()
     started = time.perf_counter()
     if milvus is not None or remote_backend(index_path(index)) is not None:
-        from simqa.milvus.write import build_or_append as build_index  # records in Milvus
+        from simqa.milvus.command import build_or_append as build_index  # in Milvus
 
         build_index = partial(build_index, uri=milvus)
     try:

@@ -11,8 +11,9 @@ expressions) -> ``vectors`` (index types and tuning through ``VectorIndex``) -> 
 ``embedded`` starts a local Milvus standalone server for tests and benchmarks.
 """
 
+from simqa.milvus.command import build_or_append
 from simqa.milvus.index import MilvusIndex
-from simqa.milvus.write import build, build_or_append, from_index, from_vectors, is_milvus_index
+from simqa.milvus.write import build, from_index, from_vectors, is_milvus_index
 
 __all__ = [
     "MilvusIndex",
