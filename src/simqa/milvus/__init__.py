@@ -7,8 +7,9 @@ the embedded index.
 
 ``client`` (connection, bounded calls, one-line errors) -> ``schema`` (the row, filter
 expressions) -> ``vectors`` (index types and tuning through ``VectorIndex``) -> ``write``
-(builds, appends, deletes, the undo journal) and ``index`` (``MilvusIndex``);
-``embedded`` starts a local Milvus standalone server for tests and benchmarks.
+(builds, appends, deletes, the undo journal) -> ``index`` (``MilvusIndex``) -> ``command``
+(what ``simqa build --milvus`` runs); ``embedded`` starts a local Milvus standalone server
+for tests and benchmarks.
 """
 
 from simqa.milvus.command import build_or_append
