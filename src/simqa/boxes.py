@@ -23,6 +23,7 @@ from simqa.errors import SimqaError
 from simqa.index import Filters, Hit, Index, check_k
 from simqa.related import NEIGHBOURS, Topic, rank_topics, topics_of
 from simqa.render import box_json, render
+from simqa.verify import verifier_for, verify_hits
 
 #: --all with these formats writes one file per consultation into a folder
 FRAGMENT_FORMATS = {"html": ".html", "markdown": ".md"}
@@ -42,16 +43,27 @@ class Box:
 
 
 def all_boxes(
-    index: Index, k: int = 4, *, batch_size: int = 256, **filters: Unpack[Filters]
+    index: Index,
+    k: int = 4,
+    *,
+    verify: str = "flag",
+    batch_size: int = 256,
+    **filters: Unpack[Filters],
 ) -> Iterator[Box]:
-    """Every consultation's box, in the index's order. The Related FAQ pools the tags of
-    ``related.NEIGHBOURS`` neighbours (the box shows the first ``k`` of them)."""
+    """Every consultation's box, in the index's order, as ``simqa similar ID`` shows it:
+    the first ``k`` hits (checked by the verifier, ``simqa.verify``), and the Related FAQ
+    pooled from ``related.NEIGHBOURS`` neighbours."""
     wide = max(check_k(k), NEIGHBOURS)
+    verifier = verifier_for(index, verify)
     own = {record.id: topics_of(record) for record in index.records()}
     counts = index.tag_counts()
     for record_id, hits in index.similar_all(wide, batch_size=batch_size, **filters):
         neighbours = [(topics_of(h.record), h.score) for h in hits]
-        yield Box(record_id, hits[:k], rank_topics(own.get(record_id, []), neighbours, counts))
+        yield Box(
+            record_id,
+            verify_hits(hits[:k], verifier, verify),
+            rank_topics(own.get(record_id, []), neighbours, counts),
+        )
 
 
 def fragment_name(record_id: str, suffix: str) -> str:
@@ -73,12 +85,13 @@ def write_boxes(
     *,
     format: str = "json",
     out: Path | None = None,
+    verify: str = "flag",
     progress: bool = False,
     **filters: Unpack[Filters],
 ) -> int:
     """Write every box: JSON lines to ``out`` (stdout when None), or with an html/markdown
     ``format`` one fragment per consultation into the folder ``out``. Returns the count."""
-    boxes = all_boxes(index, k, **filters)
+    boxes = all_boxes(index, k, verify=verify, **filters)
     if progress:
         from tqdm.auto import tqdm
 

@@ -307,7 +307,8 @@ def similar(
     if every:
         from simqa.boxes import write_boxes
 
-        write_boxes(idx, k, format=format, out=out, progress=sys.stderr.isatty(), **filters)
+        write_boxes(idx, k, format=format, out=out, verify=verify,
+                    progress=sys.stderr.isatty(), **filters)  # fmt: skip
         return
     if page is not None:
         records = list(load([page], format="page", strict=True))
