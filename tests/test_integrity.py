@@ -8,8 +8,8 @@ import pytest
 
 import simqa
 from simqa import Consultation
-from simqa.models import resolve_model
 from simqa.errors import IndexCorrupt, ModelMismatch
+from simqa.models import resolve_model
 
 from .test_cli import assert_short_error, run
 
@@ -83,3 +83,20 @@ def test_missing_version_folder_is_reported(tmp_path):
     shutil.rmtree(next(path.glob("v*")))
     with pytest.raises(IndexCorrupt, match="missing version"):
         simqa.open_index(path)
+
+
+def test_index_from_another_encoder_recipe_is_refused(tmp_path):
+    """An index whose vectors an older export of the int8 encoder computed is not mixed with
+    this one's: queries and appends say so in one line."""
+    import json
+
+    path = tmp_path / "idx"
+    index = simqa.build(RECORDS, path)
+    assert index.manifest.encoder_recipe == index.encoder.recipe
+    manifest = index.dir / "manifest.json"
+    data = json.loads(manifest.read_text())
+    data["encoder_recipe"] = "onnx-1-an-older-recipe"
+    manifest.write_text(json.dumps(data))
+    assert_short_error(run("query", "knee", "--index", str(path)), "rebuild the index")
+    with pytest.raises(ModelMismatch, match="onnx-1-an-older-recipe"):
+        simqa.build([Consultation(id="n", question="Sore throat")], path, append=True)

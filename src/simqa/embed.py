@@ -20,6 +20,8 @@ class Encoder:
     """A loaded embedding model; load it once per process and reuse it for every query."""
 
     kind = "torch"
+    #: recorded in an index's manifest (the onnx encoder's names its export recipe)
+    recipe = "sentence-transformers"
 
     def __init__(self, model: str | None = None, threads: int | None = None) -> None:
         self.name, location = resolve_model(model)

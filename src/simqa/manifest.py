@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from simqa.errors import IndexCorrupt
+from simqa.errors import IndexCorrupt, ModelMismatch
 
 #: 2: records carry ask_iso and a tags table (the date and tag filters)
 FORMAT_VERSION = 2
@@ -31,6 +31,8 @@ class Manifest:
     embed_fields: str = "title+question"
     #: how the vectors were computed: "onnx" (int8) or "torch"; queries use the same
     encoder: str = "torch"
+    #: how that encoder computes vectors (the onnx export recipe); "" when not recorded
+    encoder_recipe: str = ""
     metric: str = "inner_product"
     index_reason: str = ""
     #: hits scoring below it are left out by default ("nothing similar is known")
@@ -73,6 +75,23 @@ class Manifest:
             return cls(**data)
         except TypeError as exc:
             raise IndexCorrupt(f"{path} has unexpected fields ({exc})") from None
+
+    def check_encoder(self, encoder: Any) -> None:
+        """Refuse to mix vectors: the same kind of encoder must compute them the same way."""
+        if encoder.dim != self.dim:
+            raise ModelMismatch(
+                f"model {self.model} gives {encoder.dim}-dimensional vectors, "
+                f"the index holds {self.dim}-dimensional ones"
+            )
+        if (
+            self.encoder_recipe
+            and encoder.kind == self.encoder
+            and (getattr(encoder, "recipe", "") != self.encoder_recipe)
+        ):
+            raise ModelMismatch(
+                f"the index's vectors come from encoder {self.encoder_recipe}, this simqa "
+                f"computes {encoder.recipe}; rebuild the index with simqa build"
+            )
 
     def verify(self, directory: Path, checksums: bool = True) -> None:
         """Raise IndexCorrupt if a file is missing, truncated, has a damaged header or

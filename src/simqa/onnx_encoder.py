@@ -362,6 +362,8 @@ class OnnxEncoder:
     """
 
     kind = "onnx"
+    #: recorded in an index's manifest: vectors of another export recipe differ slightly
+    recipe = f"onnx-{EXPORT_FORMAT}-{RECIPE}"
 
     def __init__(
         self,

@@ -246,7 +246,7 @@ def _first_version(
         staging, store, index, ids, vectors, None, penalty,
         Manifest(
             model=record_model or enc.name, dim=enc.dim, count=0, vector_index={},
-            embed_fields=fields, encoder=enc.kind, index_reason=reason,
+            embed_fields=fields, encoder=enc.kind, encoder_recipe=enc.recipe, index_reason=reason,
             min_score=_min_score(min_score, enc.name, None), hub_penalty=penalty,
             recall=recall_info, created=created or now, updated=now,
         ),
@@ -267,6 +267,7 @@ def _next_version(
     m = base.manifest
     model = layout.model_location(base.dir.parent, m.model)
     enc = shared_encoder(model, "auto" if m.encoder == "onnx" else m.encoder)
+    m.check_encoder(enc)  # appended vectors must be computed as the stored ones were
     store = base.store.copy_to(staging / RECORDS)
     before = len(store)
     incoming = _Counted(records)
@@ -307,7 +308,7 @@ def _next_version(
             old_density[np.isin(ids, near)] = np.nan
     manifest = Manifest(
         model=m.model, dim=m.dim, count=0, vector_index={}, embed_fields=m.embed_fields,
-        encoder=m.encoder, index_reason=m.index_reason,
+        encoder=m.encoder, encoder_recipe=m.encoder_recipe, index_reason=m.index_reason,
         min_score=_min_score(min_score, m.model, m), hub_penalty=penalty, recall=m.recall,
         created=m.created, updated=_now(),
     )  # fmt: skip

@@ -136,11 +136,7 @@ class Index:
             built_with = manifest.encoder  # onnx falls back to torch if it cannot load
             kind = self.encoder_kind or ("auto" if built_with == "onnx" else built_with)
             encoder = shared_encoder(layout.model_location(self.root, manifest.model), kind)
-            if encoder.dim != manifest.dim:
-                raise ModelMismatch(
-                    f"model {manifest.model} gives {encoder.dim}-dimensional vectors, "
-                    f"the index holds {manifest.dim}-dimensional ones"
-                )
+            manifest.check_encoder(encoder)
             self._encoder = encoder
         return self._encoder
 
