@@ -49,6 +49,7 @@ def test_adapt_publishes_a_version_embedded_with_the_adapted_encoder(adapted):
     assert record["model"].startswith("models/") and idx.dir.name == record["version"]
     model_dir = root / record["model"]
     assert (model_dir / "onnx" / "model.int8.onnx").is_file()
+    assert not (model_dir / "onnx" / "model.onnx").exists()  # the float export is not kept
     assert idx.encoder.dir == model_dir / "onnx"  # the export inside the index, not a cache
     training = json.loads((model_dir / "simqa_training.json").read_text())
     assert training["seed"] == SEED and training["pairs"] == PAIRS

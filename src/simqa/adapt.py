@@ -364,13 +364,15 @@ def _weights_hash(folder: Path) -> str:
 
 
 def _export_onnx(folder: Path, log: Log) -> None:
-    """The int8 ONNX export, kept inside the model folder (``onnx_encoder.BUNDLED``)."""
-    from simqa.onnx_encoder import BUNDLED, INT8, META, export
+    """The int8 ONNX export, kept inside the model folder (``onnx_encoder.BUNDLED``); the
+    float export it is quantised from (90 MB for MiniLM) is not kept."""
+    from simqa.onnx_encoder import BUNDLED, FP32, INT8, META, export
 
     if (folder / BUNDLED / META).is_file() and (folder / BUNDLED / INT8).is_file():
         return
     started = time.perf_counter()
     export(str(folder), folder / BUNDLED, quantize=True)
+    (folder / BUNDLED / FP32).unlink(missing_ok=True)
     log(f"int8 onnx export in {time.perf_counter() - started:.0f}s")
 
 
