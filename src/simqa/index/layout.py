@@ -36,7 +36,7 @@ STAGING_PREFIX = ".staging-"
 #: encoders adapted for this index (``simqa adapt``), one folder each, shared by its versions
 MODELS = "models"
 #: superseded versions stay this long for readers that are opening them
-GRACE_SECONDS = 120.0
+GRACE_SECONDS = 30.0
 #: how long a writer waits for another writer by default
 DEFAULT_WAIT_SECONDS = 300.0
 _VERSION = re.compile(r"v\d{6}")
