@@ -121,6 +121,7 @@ def fit_logistic(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(slope, intercept) of a one-feature logistic regression, classes weighted equally
     (so P = 0.5 falls where either kind of error is as likely, whatever the mix)."""
     from scipy.optimize import minimize
+    from scipy.special import expit
 
     x = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels, dtype=bool)
@@ -130,7 +131,7 @@ def fit_logistic(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
 
     def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
         z = params[0] * x + params[1]
-        p = 1.0 / (1.0 + np.exp(-z))
+        p = expit(z)  # 1 / (1 + exp(-z)) without overflow for large |z|
         # log(1 + exp(-z)) for positives, log(1 + exp(z)) for negatives, computed stably
         value = np.sum(weights * np.logaddexp(0.0, np.where(y, -z, z)))
         grad_z = weights * (p - y)
