@@ -14,8 +14,8 @@ the order changes.
 Off by default (``simqa build --hub-penalty W`` turns it on). On the distractor benchmark
 it helps (it was tuned there: weight 0.5 on the MEDIQA RQE validation pairs with every
 MedQuAD question counted wrong), but readers judge the boxes otherwise: on 60 real consumer
-questions graded blind (benchmarks/judged), plain cosine order gave P@4 .867 / nDCG@4 .913
-against .775 / .818 at weight 0.5 (better on 14 questions, worse on none): for a patient
+questions graded blind (benchmarks/judged), plain cosine order gave P@4 .867 / nDCG@4 .906
+against .775 / .813 at weight 0.5 (better on 14 questions, worse on none): for a patient
 the FAQ entries it ranks down are often the right answers.
 """
 
