@@ -1,6 +1,6 @@
 """What the judged set says so far about the adapted index and the verifier (issue 13).
 
-    cd /work/main && . .venv/bin/activate && python benchmarks/bench_adapt_judged.py
+    . .venv/bin/activate && python benchmarks/bench_adapt_judged.py
 
 From benchmarks/judged (runs and judgments.jsonl), per configuration: P@4 and same@4 with
 the not yet graded hits counted 0 and counted 2 (the bounds until the blind graders have

@@ -1,6 +1,6 @@
 """Lever (issue 13, item 3): title and question as separate vectors instead of one concatenation.
 
-    cd /work/main && . .venv/bin/activate
+    . .venv/bin/activate
     SIMQA_HOME=indexes python benchmarks/bench_fields.py --index medquad
 
 The MedQuAD distractors (every question of ``--index``) are scored against each query in four

@@ -1,6 +1,6 @@
 """The box's verifier: pair-classification accuracy and added latency (issue 13, item 2).
 
-    cd /work/main && . .venv/bin/activate
+    . .venv/bin/activate
     python benchmarks/bench_verify.py packaged --index consults     # fit simqa.verify.PACKAGED
     python benchmarks/bench_verify.py accuracy --index consults --index consults-adapt
 

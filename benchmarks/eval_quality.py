@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import provenance
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+#: relative to where the script runs, so result files name no machine path
+DATA = Path(os.path.relpath(Path(__file__).resolve().parents[2] / "shared" / "data"))
 RQE = DATA / "mediqa2019" / "MEDIQA_Task2_RQE"
 SETS = {
     "mqp": DATA / "curai_mqp" / "mqp.csv",

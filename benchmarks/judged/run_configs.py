@@ -1,6 +1,6 @@
 """Rank the judged questions with each configuration, then pool their boxes for blind grading.
 
-    cd /work/main && python benchmarks/judged/run_configs.py [--index consults]
+    python benchmarks/judged/run_configs.py [--index consults]
     python benchmarks/judged/run_configs.py --config adapted=dense:hub=0,index=consults-adapted
 
 Each configuration gives the top ``k`` (4, the box) for every query of questions.jsonl and is
@@ -99,7 +99,7 @@ class Corpus:
         index = simqa.open_index(name)
         fields = index.manifest.embed_fields
         vids, ids, texts, keys = [], [], [], []
-        # only the store pairs vector ids with records; see /work/notes/REQUESTS.md
+        # the store pairs vector ids with records (Index.records_by_vid reads the same)
         for vid, record in index.snapshot.store.iter_records():
             vids.append(vid)
             ids.append(record.id)
@@ -126,7 +126,7 @@ class Corpus:
     def describe(self) -> dict[str, Any]:
         m = self.index.manifest
         return {
-            "path": str(self.index.root),
+            "path": os.path.relpath(self.index.root),  # no machine path in committed runs
             "version": self.index.dir.name,
             "created": m.created,
             "updated": m.updated,

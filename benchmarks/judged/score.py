@@ -1,6 +1,6 @@
 """Score every configuration's box on the graders' judgments, with paired tests between them.
 
-    cd /work/main && python benchmarks/judged/score.py [--configs cosine,hub0.5,...]
+    python benchmarks/judged/score.py [--configs cosine,hub0.5,...]
         [--judgments benchmarks/judged/judgments.jsonl] [--out benchmarks/results/judged_scores]
 
 Reads the runs (runs/*.json, made by run_configs.py) and the judgments ({pair_id, grade,
