@@ -13,41 +13,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import provenance
 
 import simqa
 from simqa import Consultation
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
-RESULTS = ROOT / "benchmarks" / "results"
-
-
-def machine() -> dict:
-    return {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpus": os.cpu_count(),
-        "simqa": simqa.__version__,
-        "load_average": os.getloadavg(),
-    }
 
 
 def save(part: str, result: dict) -> None:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"live_index_{part}.json"
-    path.write_text(json.dumps({"machine": machine(), **result}, indent=2) + "\n")
+    path = provenance.write(f"live_index_{part}", {**provenance.header(), **result})
     print(json.dumps(result, indent=2))
     print(f"-> {path}", file=sys.stderr)
 
