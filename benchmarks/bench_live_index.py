@@ -207,21 +207,20 @@ def open_time(args: argparse.Namespace) -> None:
             np.float32
         )
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-        staging = layout.new_staging(root)
-        store = RecordStore(staging / "records.sqlite")
-        records = (Consultation(id=f"c{i}", title=f"Question {i}", question=f"synthetic {i}",
-                                department=f"d{i % 50}", tags=[f"t{i % 300}"])
-                   for i in range(n))  # fmt: skip
-        to_embed, _ = store.upsert(records, "title+question")
-        ids = np.array([vid for vid, _ in to_embed], dtype=np.int64)
-        kind, params, reason = vector_indexes.choose(n, dim)
-        index = vector_indexes.create(kind, dim, **params)
-        index.add(ids, vectors)
-        index.set_search_params(nprobe=96, k_factor=2)
-        manifest = Manifest(model="all-MiniLM-L6-v2", dim=dim, count=0, vector_index={},
-                            encoder="onnx", index_reason=reason, min_score=None)  # fmt: skip
-        _save(staging, store, index, ids, vectors, None, {}, manifest)
-        layout.publish(root, staging)
+        with layout.staged_version(root) as staging:
+            store = RecordStore(staging / "records.sqlite")
+            records = (Consultation(id=f"c{i}", title=f"Question {i}", question=f"synthetic {i}",
+                                    department=f"d{i % 50}", tags=[f"t{i % 300}"])
+                       for i in range(n))  # fmt: skip
+            to_embed, _ = store.upsert(records, "title+question")
+            ids = np.array([vid for vid, _ in to_embed], dtype=np.int64)
+            kind, params, reason = vector_indexes.choose(n, dim)
+            index = vector_indexes.create(kind, dim, **params)
+            index.add(ids, vectors)
+            index.set_search_params(nprobe=96, k_factor=2)
+            manifest = Manifest(model="all-MiniLM-L6-v2", dim=dim, count=0, vector_index={},
+                                encoder="onnx", index_reason=reason, min_score=None)  # fmt: skip
+            _save(staging, store, index, ids, vectors, None, {}, manifest)
         built = time.perf_counter() - t0
         size = sum(p.stat().st_size for p in layout.current_version(root).iterdir())
         query = vectors[:1]

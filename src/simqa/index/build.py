@@ -8,7 +8,6 @@ and a writer killed at any moment leaves the last published version intact.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,20 +81,14 @@ def build_index(
         return root
     if not layout.is_empty_or_ours(root):
         raise SimqaError(f"{root} exists and is not a simqa index; refusing to write into it")
-    with layout.writer_lock(root, wait):
-        staging = layout.new_staging(root)
-        try:
-            _first_version(
-                staging, records, model=model, index_type=index_type,
-                recall=DEFAULT_RECALL if recall is None else recall, memory=memory,
-                fields=fields or DEFAULT_FIELDS, progress=progress, batch_size=batch_size,
-                encoder=encoder or DEFAULT_ENCODER, min_score=min_score,
-                hub_penalty=hubs.DEFAULT_WEIGHT if hub_penalty is None else hub_penalty,
-            )  # fmt: skip
-            layout.publish(root, staging)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+    with layout.writer_lock(root, wait), layout.staged_version(root) as staging:
+        _first_version(
+            staging, records, model=model, index_type=index_type,
+            recall=DEFAULT_RECALL if recall is None else recall, memory=memory,
+            fields=fields or DEFAULT_FIELDS, progress=progress, batch_size=batch_size,
+            encoder=encoder or DEFAULT_ENCODER, min_score=min_score,
+            hub_penalty=hubs.DEFAULT_WEIGHT if hub_penalty is None else hub_penalty,
+        )  # fmt: skip
     return root
 
 
@@ -122,17 +115,12 @@ def write(
     with layout.writer_lock(root, wait):
         base = Snapshot(layout.current_version(root), verify=True)  # the newest, whole
         _refuse_changes(base.manifest, fixed or {}, root)
-        staging = layout.new_staging(root)
-        try:
+        with layout.staged_version(root) as staging:
             counts = _next_version(
                 base, staging, records, list(delete), min_score=min_score,
                 hub_penalty=hub_penalty, progress=progress, batch_size=batch_size,
             )  # fmt: skip
             base.close()
-            layout.publish(root, staging)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     return counts
 
 
@@ -158,8 +146,7 @@ def reembed(
         base = Snapshot(layout.current_version(root), verify=True)
         m = base.manifest
         weight = float(m.hub_penalty.get("weight", 0.0)) if hub_penalty is None else hub_penalty
-        staging = layout.new_staging(root)
-        try:
+        with layout.staged_version(root) as staging:
             _first_version(
                 staging, (record for _vid, record in base.store.iter_records()), model=model,
                 # the same kind: chosen again from the same count, or as --index-type chose it
@@ -172,10 +159,7 @@ def reembed(
                 created=m.created,
             )  # fmt: skip
             base.close()
-            return layout.publish(root, staging)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        return layout.current_version(root)
 
 
 def _refuse_changes(manifest: Manifest, fixed: dict[str, Any], root: Path) -> None:

@@ -116,10 +116,18 @@ def writer_lock(root: Path, wait: float = DEFAULT_WAIT_SECONDS) -> Iterator[None
         lock.release()
 
 
-def new_staging(root: Path) -> Path:
+@contextmanager
+def staged_version(root: Path) -> Iterator[Path]:
+    """A staging folder to write the next version into: published when the block ends,
+    removed if it raises (or the writer is interrupted). Use with the writer lock held."""
     staging = root / f"{STAGING_PREFIX}{uuid.uuid4().hex}"
     staging.mkdir()
-    return staging
+    try:
+        yield staging
+        publish(root, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 def is_empty_or_ours(root: Path) -> bool:
