@@ -437,13 +437,18 @@ def browser() -> Iterator[object]:
 def test_a_person_asks_in_a_browser(api, browser):
     """Type a question, see the consultation in the box, follow its link, read its page."""
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as seen
+    from selenium.webdriver.support.wait import WebDriverWait
 
     shots = os.environ.get("SIMQA_SCREENSHOTS")  # set to a folder to keep the screenshots
+    wait = WebDriverWait(browser, 60)  # a click returns before the next page has loaded
     browser.get(api.url + "/")
     box = browser.find_element(By.NAME, "q")
     box.send_keys("My legs keep jerking when I am about to fall asleep")
     browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    first = browser.find_element(By.CSS_SELECTOR, "section.similar-qa article")
+    first = wait.until(
+        seen.presence_of_element_located((By.CSS_SELECTOR, "section.similar-qa article"))
+    )
     assert first.get_attribute("data-id") == SEED_ID
     assert SEED_TITLE in first.text and "Dr. Ding Xianwei reply Neurosurgery" in first.text
     assert browser.execute_script(
@@ -452,7 +457,8 @@ def test_a_person_asks_in_a_browser(api, browser):
     if shots:
         browser.save_screenshot(str(Path(shots) / "serve-search.png"))
     first.find_element(By.CSS_SELECTOR, "h3 a").click()
-    assert browser.current_url == f"{api.url}/c/{SEED_ID}"
+    wait.until(seen.url_to_be(f"{api.url}/c/{SEED_ID}"))
+    wait.until(seen.presence_of_element_located((By.TAG_NAME, "h1")))
     assert browser.find_element(By.TAG_NAME, "h1").text == SEED_TITLE
     assert "Dr. Ding Xianwei reply Neurosurgery" in browser.find_element(By.TAG_NAME, "main").text
     similar = browser.find_elements(By.CSS_SELECTOR, "section.similar-qa article")
