@@ -33,6 +33,8 @@ from simqa.vectors.faissio import set_threads
 
 #: candidates fetched beyond k, so that a few excluded or missing ones need no second pass
 SPARE = 8
+#: records ``similar_all`` keeps decoded at once (~3 KB each)
+ALL_CACHE_MAX = 200_000
 
 
 class Index:
@@ -217,17 +219,21 @@ class Index:
         check_k(k)
         snapshot = self.snapshot  # one version throughout
         ids = np.asarray(snapshot.emb_ids)
+        # a record is a neighbour of ~k+SPARE others: fetch (and decode) it once per run,
+        # not once per box; bounded so that a few million consultations fit in memory
+        cache: dict[int, tuple[Consultation, str]] = {}
         for start in range(0, len(ids), batch_size):
+            if len(cache) > ALL_CACHE_MAX:
+                cache.clear()
             vids = ids[start : start + batch_size]
-            records = snapshot.store.fetch(vids)
-            present = [v for v in vids if int(v) in records]
+            cache.update(snapshot.store.fetch(v for v in vids if int(v) not in cache))
+            present = [v for v in vids if int(v) in cache]
             vectors = np.asarray(snapshot.emb[snapshot.rows(np.array(present))], np.float32)
             fields = snapshot.manifest.embed_fields
-            own = [{question_key(records[int(v)][0], fields)} for v in present]
-            for vid, hits in zip(
-                present, self._search(snapshot, vectors, k, own, filters), strict=True
-            ):
-                yield records[int(vid)][0].id, hits
+            own = [{question_key(cache[int(v)][0], fields)} for v in present]
+            boxes = self._search(snapshot, vectors, k, own, filters, cache)
+            for vid, hits in zip(present, boxes, strict=True):
+                yield cache[int(vid)][0].id, hits
 
     def search_vectors(
         self, vectors: np.ndarray, k: int, **filters: Unpack[Filters]
@@ -247,6 +253,7 @@ class Index:
         k: int,
         exclude: Sequence[set[str]] | None,
         filters: Filters,
+        cache: dict[int, tuple[Consultation, str]] | None = None,
     ) -> list[list[Hit]]:
         """Candidates from the vector index (or exactly, for a narrow filter), re-ordered
         by the hub penalty, thresholded, exclusions dropped; widened until k pass."""
@@ -274,7 +281,7 @@ class Index:
                 want = min(total, math.ceil(depth * widen * 1.5))
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         scores, ids = snapshot.candidates(vectors, want, allowed if exact else None, widen)
-        cache: dict[int, tuple[Consultation, str]] = {}
+        cache = {} if cache is None else cache
         results = []
         for i in range(len(vectors)):
             s, v = scores[i], ids[i]
