@@ -372,6 +372,42 @@ def test_reads_go_on_during_writes(api, peer):
     assert api.get("/healthz").json()["records"] == 201
 
 
+def _writer_processes(server: Server) -> list[int]:
+    """The server's writing processes (spawned children in its session)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            same = os.getsid(int(entry.name)) == server.process.pid
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ProcessLookupError):
+            continue
+        if same and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_writer_loses_nothing_and_the_next_write_lands(api):
+    first = {"id": "before-kill", "question": "Why does my knee click when I climb stairs?"}
+    assert api.post("/v1/consultations", json=[first], headers=_auth()).status_code == 200
+    writers = _writer_processes(api)
+    assert writers, "writes did not run in a process of their own"
+    for pid in writers:
+        os.kill(pid, signal.SIGKILL)
+    after = {"id": "after-kill", "question": "Why does my wrist ache after typing all day?"}
+    answers = [api.post("/v1/consultations", json=[after], headers=_auth()) for _ in range(6)]
+    for answer in answers:  # a worker whose writer died says so once, then starts a new one
+        assert answer.status_code in (200, 503), answer.text
+        if answer.status_code == 503:
+            assert "send it again" in answer.json()["error"]
+    assert any(a.status_code == 200 for a in answers)
+    for record_id in ("before-kill", "after-kill"):
+        assert api.get(f"/v1/consultations/{record_id}").status_code == 200
+        assert api.delete(f"/v1/consultations/{record_id}", headers=_auth()).status_code == 200
+    assert api.get("/healthz").json()["records"] == 201
+
+
 # --- pages ---------------------------------------------------------------------------------
 
 

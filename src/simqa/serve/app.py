@@ -15,6 +15,7 @@ from simqa.serve.layout import page_templates
 from simqa.serve.routes import consultations, info, pages, search
 from simqa.serve.settings import MAX_BODY_BYTES, Settings, check_token
 from simqa.serve.timing import ServerTiming
+from simqa.serve.writer import Writer
 
 DESCRIPTION = """\
 The Similar Q&A box of a health Q&A site, over HTTP: the consultations whose questions are
@@ -47,6 +48,8 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         index.search("warm up the model", 1)  # load the encoder before serving
         yield
+        if app.state.writer is not None:
+            app.state.writer.close()
         index.close()
 
     from simqa import __version__
@@ -60,6 +63,7 @@ def create_app(
     )
     app.state.index = index
     app.state.write_token = write_token
+    app.state.writer = Writer(index.root) if write_token else None
     app.state.max_body_bytes = max_body_bytes
     app.state.templates = page_templates()
     errors.install(app)

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from simqa import errors
+from simqa.serve.writer import WriterGone
 
 log = logging.getLogger("simqa.serve")
 
@@ -18,7 +19,8 @@ log = logging.getLogger("simqa.serve")
 STATUS: list[tuple[type[Exception], int]] = [
     (errors.UnknownConsultation, 404),
     (errors.BadQuery, 400),
-    (errors.IndexBusy, 503),  # another writer held the lock too long: try again
+    (errors.IndexBusy, 503),
+    (WriterGone, 503),  # another writer held the lock too long: try again
     (errors.IndexMissing, 503),
     (errors.IndexCorrupt, 503),
     (errors.ModelMismatch, 503),

@@ -1,8 +1,8 @@
 """Consultations themselves: read one; add, update or delete with the write token.
 
-Writes go through ``Index.add`` / ``Index.delete``, which hold the index's writer lock and
-return once the new version is durable and published; they run in a worker thread, so the
-event loop, and every read, goes on meanwhile.
+Writes go through the server's ``Writer`` (``simqa.serve.writer``): a process of its own
+that holds the index's writer lock and returns once the new version is durable and
+published, so the event loop, and every read, goes on meanwhile.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from simqa.errors import SimqaError, UnknownConsultation
-from simqa.index import Index
 from simqa.records import Consultation
 from simqa.serve.deps import live_index, require_writer
 from simqa.serve.models import ERRORS, WriteOut
@@ -66,9 +65,9 @@ def get(record_id: str, request: Request) -> JSONResponse:
 async def add(request: Request) -> JSONResponse:
     """Add or update consultations; returns when the write is durable and published."""
     require_writer(request)  # before the body is read: no token, no parsing
-    body = await request.body()
-    index = live_index(request)
-    result = await run_in_threadpool(lambda: index.add(parse_records(body)))
+    records = await run_in_threadpool(parse_records, await request.body())
+    result = await request.app.state.writer.add(records)
+    live_index(request)  # this worker answers from the new version from now on
     return JSONResponse(result)
 
 
@@ -76,16 +75,12 @@ async def add(request: Request) -> JSONResponse:
 async def delete(record_id: str, request: Request) -> JSONResponse:
     """Take a consultation down: it leaves the records and the vectors in one write."""
     require_writer(request)
-    index = live_index(request)
-    return JSONResponse({"deleted": await run_in_threadpool(delete_one, index, record_id)})
-
-
-def delete_one(index: Index, record_id: str) -> int:
-    index.get(record_id)  # an unknown id is a 404, not an empty new version
-    removed = index.delete([record_id])
+    live_index(request).get(record_id)  # an unknown id is a 404, not an empty new version
+    removed = await request.app.state.writer.delete([record_id])
     if not removed:  # another writer deleted it meanwhile
         raise UnknownConsultation(f"no consultation with id {record_id!r} in this index")
-    return removed
+    live_index(request)
+    return JSONResponse({"deleted": removed})
 
 
 def parse_records(body: bytes) -> list[Consultation]:
