@@ -1,10 +1,9 @@
 """A server's writes, made in a process of their own.
 
-A write (encoding new questions, writing the next version) holds the GIL for long
-stretches. In a worker thread of the serving process it slowed every read and was slowed
-by them: with 64 clients a delete took 8 s at p50 and 58 s at p99, against 1.4 s idle
-(benchmarks/results/serve-20261126-1208.json). In its own process the write gets its share
-of the cores and the reads keep theirs; the process stays up, so the model is loaded once.
+A write (encoding new questions, writing the next version of the index) is long work that
+the serving process need not share: in a child it cannot take a worker down with it (a
+writer killed mid-write costs that one request a 503, and nothing is published), and it
+holds no GIL the readers wait for. The child stays up, so the model is loaded once.
 """
 
 from __future__ import annotations
