@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -167,6 +168,25 @@ def test_delete_takes_a_consultation_down(tmp_path, real):
     assert real[4].id not in ids_of(path)
     assert_short_error(run("delete", "nope", "--index", str(path)), "no consultation")
     assert_short_error(run("similar", real[4].id, "--index", str(path)), "no consultation")
+
+
+def test_a_delete_links_the_unchanged_vector_index_instead_of_rewriting_it(tmp_path, real):
+    path = tmp_path / "idx"
+    index = simqa.build(real[:100], path, index_type="hnsw")  # an index that marks deletes
+    first = index.snapshot.dir
+    index.delete([real[5].id])
+    second = index.snapshot.dir
+    assert second != first
+    assert os.path.samefile(first / "vectors.faiss", second / "vectors.faiss")
+    assert not os.path.samefile(first / "vectors.live.npy", second / "vectors.live.npy")
+    index.close()
+    shutil.rmtree(first)  # the grace period's clean-up: the linked file lives on
+    index = simqa.open_index(path, verify=True)  # every checksum read again
+    assert real[5].id not in {h.id for h in index.search(real[5].question, k=10)}
+    index.add(batches(real, 1, 3)[0])  # an append changes the faiss index: a new file
+    assert not os.path.samefile(second / "vectors.faiss", index.snapshot.dir / "vectors.faiss")
+    assert len(index) == 102
+    index.close()
 
 
 def test_append_refuses_options_it_cannot_change(tmp_path, real):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,8 @@ from simqa.errors import IndexCorrupt, ModelMismatch
 #: 2: records carry ask_iso and a tags table (the date and tag filters)
 FORMAT_VERSION = 2
 FILENAME = "manifest.json"
+#: each file's {"bytes", "sha256"}, by name
+Files = dict[str, dict[str, Any]]
 #: the first bytes of each kind of index file, checked on every open (cheap, unlike checksums)
 _MAGIC = {".npy": b"\x93NUMPY", ".sqlite": b"SQLite format 3\x00"}
 
@@ -43,17 +46,25 @@ class Manifest:
     created: str = ""
     updated: str = ""
     sources: dict[str, int] = field(default_factory=dict)
-    files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    files: Files = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     simqa_version: str = ""
 
-    def save(self, directory: Path) -> None:
-        """Record each file's size and checksum, then write the manifest itself."""
-        self.files = {
-            p.name: {"bytes": p.stat().st_size, "sha256": sha256(p)}
-            for p in sorted(directory.iterdir())
-            if p.is_file() and p.name != FILENAME
-        }
+    def save(
+        self, directory: Path, base: Path | None = None, base_files: Files | None = None
+    ) -> None:
+        """Record each file's size and checksum, then write the manifest itself. A file
+        hard-linked from the version ``base`` (whose ``base_files`` were verified) keeps
+        its recorded checksum instead of being read again."""
+        self.files = {}
+        for path in sorted(directory.iterdir()):
+            if not path.is_file() or path.name == FILENAME:
+                continue
+            known = (base_files or {}).get(path.name)
+            if known is not None and base is not None and _same_file(path, base / path.name):
+                self.files[path.name] = dict(known)
+            else:
+                self.files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256(path)}
         (directory / FILENAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
@@ -113,6 +124,13 @@ class Manifest:
                         raise IndexCorrupt(f"index file {path} has a damaged header")
             if checksums and sha256(path) != expected["sha256"]:
                 raise IndexCorrupt(f"index file {path} fails its checksum (corrupted)")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def sha256(path: Path) -> str:

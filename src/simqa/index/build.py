@@ -273,7 +273,8 @@ def _next_version(
         index.add(new_ids, new_vecs)
     keep = ~np.isin(base.emb_ids, gone)
     ids = np.concatenate([np.asarray(base.emb_ids)[keep], new_ids])
-    vectors = np.concatenate([np.asarray(base.emb)[keep], new_vecs])
+    kept = np.asarray(base.emb)[keep]  # one copy of the stored vectors, not two
+    vectors = np.concatenate([kept, new_vecs]) if len(new_vecs) else kept
     old_density = None
     penalty = m.hub_penalty if hub_penalty is None else (
         {"weight": hub_penalty, "k": hubs.DEFAULT_K} if hub_penalty > 0 else {}
@@ -296,7 +297,7 @@ def _next_version(
         min_score=_min_score(min_score, m.model, m), hub_penalty=penalty, recall=m.recall,
         created=m.created, updated=_now(),
     )  # fmt: skip
-    _save(staging, store, index, ids, vectors, old_density, penalty, manifest)
+    _save(staging, store, index, ids, vectors, old_density, penalty, manifest, base)
     return {
         "added": added,
         "updated": incoming.count - added,
@@ -315,19 +316,23 @@ def _save(
     density: np.ndarray | None,
     penalty: dict[str, Any],
     manifest: Manifest,
+    base: Snapshot | None = None,
 ) -> None:
     """Write a version's files into ``staging``: stored vectors sorted by id, densities
-    (``density`` NaN where still to compute), the vector index, then the manifest."""
-    order = np.argsort(ids, kind="stable")
-    ids = np.ascontiguousarray(ids[order])
-    vectors = np.ascontiguousarray(vectors[order], dtype=np.float32)
+    (``density`` NaN where still to compute), the vector index, then the manifest (files
+    the vector index hard-linked from ``base`` keep their verified checksums)."""
+    order = None if np.all(ids[1:] > ids[:-1]) else np.argsort(ids, kind="stable")
+    if order is not None:
+        ids, vectors = ids[order], vectors[order]
+    ids = np.ascontiguousarray(ids)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
     np.save(staging / EMBEDDING_IDS, ids)
     np.save(staging / EMBEDDINGS, vectors)
     if penalty:
         if density is None:
             density = hubs.neighbour_density(index.search, vectors, ids, penalty["k"])
         else:
-            density = density[order]
+            density = density if order is None else density[order]
             todo = np.flatnonzero(np.isnan(density))
             if len(todo):
                 density[todo] = hubs.neighbour_density(
@@ -340,7 +345,10 @@ def _save(
     manifest.sources = store.counts_by("source")
     manifest.simqa_version = _version()
     store.close()
-    manifest.save(staging)
+    if base is None:
+        manifest.save(staging)
+    else:
+        manifest.save(staging, base.dir, base.manifest.files)
 
 
 class _Counted:

@@ -10,6 +10,7 @@ dead positions pass ``COMPACT_AT`` of the index, ``compact`` rebuilds it.
 
 from __future__ import annotations
 
+import os
 from abc import abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -40,6 +41,9 @@ class TombstoneIndex(VectorIndex):
         #: faiss SearchParameters by (k, widen); cleared whenever knobs or contents change
         self._params: dict[tuple[int, float], Any] = {}
         self._selector_cache: Any = None
+        #: the folder this index was loaded from while its faiss index and ids are unchanged
+        #: there (a delete only marks positions dead): ``save`` links those files, not rewrites
+        self._source: Path | None = None
 
     # -- what a subclass provides -------------------------------------------------
     @abstractmethod
@@ -62,6 +66,7 @@ class TombstoneIndex(VectorIndex):
 
     # -- updates ----------------------------------------------------------------
     def _writable(self) -> None:
+        self._source = None  # every change to the faiss index or the ids comes through here
         if self.mapped:
             self.index, self.mapped = writable(self.index), False
 
@@ -153,9 +158,26 @@ class TombstoneIndex(VectorIndex):
     # -- persistence --------------------------------------------------------------
     def save(self, directory: Path) -> None:
         directory = Path(directory)
-        faiss.write_index(self.index, str(directory / self.filename))
-        np.save(directory / self.ids_file, self._ids)
+        if not self._link_unchanged(directory):
+            faiss.write_index(self.index, str(directory / self.filename))
+            np.save(directory / self.ids_file, self._ids)
         np.save(directory / self.live_file, np.packbits(self._live, bitorder="little"))
+
+    def _link_unchanged(self, directory: Path) -> bool:
+        """Hard-link the unchanged faiss index and ids from the folder they were loaded
+        from (published files never change); False where that cannot be done."""
+        if self._source is None:
+            return False
+        made = []
+        try:
+            for name in (self.filename, self.ids_file):
+                os.link(self._source / name, directory / name)
+                made.append(directory / name)
+        except OSError:  # another file system, or one without hard links: write them
+            for path in made:
+                path.unlink(missing_ok=True)
+            return False
+        return True
 
     @classmethod
     def load(cls, directory: Path, config: dict[str, Any], mmap: bool = True) -> TombstoneIndex:
@@ -163,6 +185,7 @@ class TombstoneIndex(VectorIndex):
         params = {key: value for key, value in config.items() if key not in ("kind", "dim")}
         obj = cls(config["dim"], **params)
         obj.index, obj.mapped = read_index(directory / cls.filename, mmap)
+        obj._source = directory
         obj._ids = np.load(directory / cls.ids_file)
         packed = np.load(directory / cls.live_file)
         obj._live = np.unpackbits(packed, count=len(obj._ids), bitorder="little").astype(bool)
