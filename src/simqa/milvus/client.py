@@ -104,11 +104,12 @@ class Connection:
         except (MilvusException, grpc.RpcError) as exc:
             raise self._error(exc, "connect") from None
 
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+    def call(self, method: str, *args: Any, bound: float | None = None, **kwargs: Any) -> Any:
         """``client.method(*args, **kwargs)``, retried while the server is unreachable or
-        does not answer, for at most ``timeout()`` seconds in all; errors in one line."""
+        does not answer, for at most ``timeout()`` seconds in all (``bound`` for work that
+        takes the server longer, such as loading a million rows); errors in one line."""
         fn: Callable[..., Any] = getattr(self.client, method)
-        bound = timeout()
+        bound = max(timeout(), bound or 0.0)
         deadline = time.monotonic() + bound
         while True:
             left = deadline - time.monotonic()
@@ -121,7 +122,7 @@ class Connection:
             except (MilvusException, grpc.RpcError) as exc:
                 if method in ("query", "get") and self.empty_lite_result(exc):
                     return []
-                error = self._error(exc, method)
+                error = self._error(exc, method, bound)
             retry = method not in _NOT_IDEMPOTENT and isinstance(error, MilvusUnavailable)
             if not retry or time.monotonic() + 0.2 >= deadline:
                 raise error
@@ -132,11 +133,12 @@ class Connection:
         shape pymilvus 2.5 cannot read ("Unsupported data type: 0"): that means no rows."""
         return self.lite and "Unsupported data type: 0" in str(exc)
 
-    def _error(self, exc: Exception, what: str) -> SimqaError:
+    def _error(self, exc: Exception, what: str, seconds: float | None = None) -> SimqaError:
         message = " ".join(str(getattr(exc, "message", None) or exc).split())
         if _TRANSIENT.search(message):
             return MilvusUnavailable(
-                f"Milvus at {self.uri} did not answer ({what}) within {timeout():g} s, "
+                f"Milvus at {self.uri} did not answer ({what}) within "
+                f"{seconds or timeout():g} s, "
                 "retries included: is it running and reachable?"
             )
         reason = re.sub(r"\[(database|collection|alias)=[^\]]*\]", "", message)[:300]

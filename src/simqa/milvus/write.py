@@ -349,8 +349,8 @@ def _wait_indexed(conn: Connection, collection: str, rows: int) -> None:
     measures the index queries will use (growing segments are searched brute force)."""
     if conn.lite:
         return
-    conn.call("flush", collection)
     deadline = time.monotonic() + INDEX_WAIT_SECONDS
+    conn.call("flush", collection, bound=INDEX_WAIT_SECONDS)
     while time.monotonic() < deadline:
         info = conn.call("describe_index", collection, "vector")
         if int(info.get("indexed_rows", 0)) >= rows and int(info.get("pending_index_rows", 0)) == 0:
@@ -366,6 +366,7 @@ def _wait_indexed(conn: Connection, collection: str, rows: int) -> None:
     conn.call(
         "load_collection",
         collection,
+        bound=deadline - time.monotonic(),  # 10 s is not enough for 1M rows on 2 cores
         **_deployment(conn, "SIMQA_MILVUS_REPLICAS", "replica_number"),
     )
     while time.monotonic() < deadline:

@@ -13,6 +13,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
+from typing import Any
 
 from simqa.errors import SimqaError
 from simqa.records import Consultation
@@ -57,8 +58,18 @@ class Writer:
             self._pool = None
 
 
-def _write(root: str, records: list[Consultation], delete: list[str]) -> dict[str, int]:
-    """Runs in the child: one atomic write under the index's writer lock."""
-    from simqa.index.build import write
+#: in the child: the index each write goes through, opened once (model loaded once)
+_OPEN: dict[str, Any] = {}
 
-    return write(Path(root), records, delete=delete)
+
+def _write(root: str, records: list[Consultation], delete: list[str]) -> dict[str, int]:
+    """Runs in the child: one atomic write through the index's own backend (the embedded
+    files under their writer lock, or a Milvus collection)."""
+    from simqa.index import open_index
+
+    index = _OPEN.get(root)
+    if index is None:
+        index = _OPEN[root] = open_index(root, refresh_every=None)
+    if delete:
+        return {"deleted": index.delete(delete)}
+    return index.add(records)
