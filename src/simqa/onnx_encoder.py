@@ -493,14 +493,3 @@ class OnnxEncoder:
             if pool is not None:
                 pool.shutdown()
         return out
-        step = max(1, int(batch_size))
-        starts: Any = range(0, len(texts), step)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="Batches", total=-(-len(texts) // step))
-        for start in starts:
-            chunk = self.tokenizer.encode_batch(texts[start : start + step])
-            for i, enc in enumerate(chunk, start):
-                out[i] = self._run(enc.ids, enc.type_ids)
-        return out

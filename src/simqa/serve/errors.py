@@ -19,8 +19,8 @@ log = logging.getLogger("simqa.serve")
 STATUS: list[tuple[type[Exception], int]] = [
     (errors.UnknownConsultation, 404),
     (errors.BadQuery, 400),
-    (errors.IndexBusy, 503),
-    (WriterGone, 503),  # another writer held the lock too long: try again
+    (errors.IndexBusy, 503),  # another writer held the lock too long: try again
+    (WriterGone, 503),  # the writing process died: nothing published, send it again
     (errors.IndexMissing, 503),
     (errors.IndexCorrupt, 503),
     (errors.ModelMismatch, 503),

@@ -13,10 +13,13 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from simqa.errors import SimqaError
 from simqa.records import Consultation
+
+if TYPE_CHECKING:
+    from simqa.index import Index
 
 
 class WriterGone(SimqaError):
@@ -24,7 +27,7 @@ class WriterGone(SimqaError):
 
 
 class Writer:
-    """Adds and deletes through ``simqa.index.build.write`` in one child process."""
+    """Adds and deletes through the index's own ``add`` / ``delete`` in one child process."""
 
     def __init__(self, root: Path) -> None:
         self.root = str(root)
@@ -59,7 +62,7 @@ class Writer:
 
 
 #: in the child: the index each write goes through, opened once (model loaded once)
-_OPEN: dict[str, Any] = {}
+_OPEN: dict[str, Index] = {}
 
 
 def _write(root: str, records: list[Consultation], delete: list[str]) -> dict[str, int]:
