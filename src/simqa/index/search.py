@@ -14,6 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Unpack
 
@@ -35,6 +36,9 @@ from simqa.vectors.faissio import set_threads
 SPARE = 8
 #: records ``similar_all`` keeps decoded at once (~3 KB each)
 ALL_CACHE_MAX = 200_000
+
+#: decoded records by vector id, each with its ``question_key`` (computed once per record)
+Records = dict[int, tuple[Consultation, str]]
 
 
 class Index:
@@ -218,22 +222,27 @@ class Index:
         """Every consultation's ``similar`` box, from the stored vectors, in batches."""
         check_k(k)
         snapshot = self.snapshot  # one version throughout
+        plan = _Plan.make(snapshot, k, filters)
         ids = np.asarray(snapshot.emb_ids)
+        batches = [ids[start : start + batch_size] for start in range(0, len(ids), batch_size)]
+
+        def vectors_of(vids: np.ndarray) -> np.ndarray:
+            return np.asarray(snapshot.emb[snapshot.rows(vids)], np.float32)
+
         # a record is a neighbour of ~k+SPARE others: fetch (and decode) it once per run,
         # not once per box; bounded so that a few million consultations fit in memory
-        cache: dict[int, tuple[Consultation, str]] = {}
-        for start in range(0, len(ids), batch_size):
+        cache: Records = {}
+        for vids in batches:
             if len(cache) > ALL_CACHE_MAX:
                 cache.clear()
-            vids = ids[start : start + batch_size]
-            cache.update(snapshot.store.fetch(v for v in vids if int(v) not in cache))
-            present = [v for v in vids if int(v) in cache]
-            vectors = np.asarray(snapshot.emb[snapshot.rows(np.array(present))], np.float32)
-            fields = snapshot.manifest.embed_fields
-            own = [{question_key(cache[int(v)][0], fields)} for v in present]
-            boxes = self._search(snapshot, vectors, k, own, filters, cache)
-            for vid, hits in zip(present, boxes, strict=True):
-                yield cache[int(vid)][0].id, hits
+            vectors = vectors_of(vids)
+            scores, cands = plan.candidates(snapshot, vectors)
+            _fetch(snapshot, vids, cache)
+            rows = [i for i, vid in enumerate(vids.tolist()) if vid in cache]
+            own = [{cache[int(vids[i])][1]} for i in rows]
+            boxes = _finish(snapshot, plan, vectors[rows], scores[rows], cands[rows], own, cache)
+            for i, hits in zip(rows, boxes, strict=True):
+                yield cache[int(vids[i])][0].id, hits
 
     def search_vectors(
         self, vectors: np.ndarray, k: int, **filters: Unpack[Filters]
@@ -253,56 +262,13 @@ class Index:
         k: int,
         exclude: Sequence[set[str]] | None,
         filters: Filters,
-        cache: dict[int, tuple[Consultation, str]] | None = None,
     ) -> list[list[Hit]]:
         """Candidates from the vector index (or exactly, for a narrow filter), re-ordered
         by the hub penalty, thresholded, exclusions dropped; widened until k pass."""
-        given = filters.get("min_score")
-        min_score = snapshot.manifest.min_score if given is None else given
-        where = Filter(
-            filters.get("department"), filters.get("source"), filters.get("tag"),
-            filters.get("since"), filters.get("until"),
-        )  # fmt: skip
-        allowed = snapshot.store.vids_where(where) if where else None
-        total = len(snapshot.vectors)
-        depth = max(k + SPARE, hubs.RERANK_DEPTH if snapshot.density is not None else 0)
-        widen = 1.0
-        if allowed is None:
-            limit, want, exact = total, min(total, depth), False
-        elif len(allowed) == 0:
-            return [[] for _ in vectors]
-        else:
-            exact = len(allowed) <= EXACT_SUBSET_MAX
-            limit = len(allowed) if exact else total
-            if exact:
-                want = min(limit, depth)
-            else:  # a share p of the vectors count: look 1/p times as far, keep ~depth
-                widen = total / len(allowed)
-                want = min(total, math.ceil(depth * widen * 1.5))
+        plan = _Plan.make(snapshot, k, filters)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        scores, ids = snapshot.candidates(vectors, want, allowed if exact else None, widen)
-        cache = {} if cache is None else cache
-        results = []
-        for i in range(len(vectors)):
-            s, v = scores[i], ids[i]
-            w, wd, lim = want, widen, limit
-            over = allowed if exact else None  # exact search over these ids, when set
-            own = exclude[i] if exclude else None
-            while True:
-                hits = _rank(snapshot, s, v, k, allowed, own, min_score, cache)
-                valid = s[v >= 0]
-                below = min_score is not None and len(valid) and valid[-1] < min_score
-                if len(hits) >= k or below or (w >= lim and over is not None):
-                    break
-                if w >= lim:  # the vector index looked everywhere it would: finish exactly
-                    over = allowed if allowed is not None else np.asarray(snapshot.emb_ids)
-                    lim = len(over)
-                    w = min(lim, max(w // 4, depth))
-                else:
-                    w, wd = min(lim, w * 4), wd * 4
-                s, v = (a[0] for a in snapshot.candidates(vectors[i : i + 1], w, over, wd))
-            results.append(hits)
-        return results
+        scores, ids = plan.candidates(snapshot, vectors)
+        return _finish(snapshot, plan, vectors, scores, ids, exclude, {})
 
     # --- contents ------------------------------------------------------------------------
 
@@ -385,6 +351,89 @@ def remote_backend(root: Path) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+@dataclass
+class _Plan:
+    """How far a search looks: its filter's allowed ids, the candidates it asks for first,
+    and where it stops widening. Made once per search (once for a whole ``similar_all``)."""
+
+    k: int
+    min_score: float | None
+    allowed: np.ndarray | None  # sorted vector ids a filter keeps; None: no filter
+    exact: bool  # the allowed ids are few: search them exactly
+    depth: int  # candidates a box wants ranked
+    want: int  # candidates asked for first
+    limit: int  # the most there are to ask for
+    widen: float = 1.0  # how much further than its tuned setting the vector index looks
+
+    @classmethod
+    def make(cls, snapshot: Snapshot, k: int, filters: Filters) -> _Plan:
+        given = filters.get("min_score")
+        min_score = snapshot.manifest.min_score if given is None else given
+        where = Filter(
+            filters.get("department"), filters.get("source"), filters.get("tag"),
+            filters.get("since"), filters.get("until"),
+        )  # fmt: skip
+        allowed = snapshot.store.vids_where(where) if where else None
+        total = len(snapshot.vectors)
+        depth = max(k + SPARE, hubs.RERANK_DEPTH if snapshot.density is not None else 0)
+        if allowed is None:
+            return cls(k, min_score, None, False, depth, min(total, depth), total)
+        if len(allowed) <= EXACT_SUBSET_MAX:
+            want = min(len(allowed), depth)
+            return cls(k, min_score, allowed, True, depth, want, len(allowed))
+        # a share p of the vectors count: look 1/p times as far, keep ~depth
+        widen = total / len(allowed)
+        want = min(total, math.ceil(depth * widen * 1.5))
+        return cls(k, min_score, allowed, False, depth, want, total, widen)
+
+    def candidates(self, snapshot: Snapshot, vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The first candidates of each query (none when the filter keeps nothing)."""
+        if self.allowed is not None and len(self.allowed) == 0:
+            n = len(vectors)
+            return np.full((n, 0), -np.inf, np.float32), np.full((n, 0), -1, np.int64)
+        over = self.allowed if self.exact else None
+        return snapshot.candidates(vectors, self.want, over, self.widen)
+
+
+def _finish(
+    snapshot: Snapshot,
+    plan: _Plan,
+    vectors: np.ndarray,
+    scores: np.ndarray,
+    ids: np.ndarray,
+    exclude: Sequence[set[str]] | None,
+    cache: Records,
+) -> list[list[Hit]]:
+    """The boxes of queries whose first candidates are found: ranked, then widened (every
+    query still short of k hits is in the same state, so they widen as one batch)."""
+    k, allowed, min_score = plan.k, plan.allowed, plan.min_score
+    want, widen, limit = plan.want, plan.widen, plan.limit
+    over = allowed if plan.exact else None  # exact search over these ids, when set
+    if allowed is None:  # the records most boxes show, in one read
+        _fetch(snapshot, ids[:, : k + SPARE].ravel(), cache)
+    results: list[list[Hit]] = [[] for _ in vectors]
+    pending = np.arange(len(vectors))
+    while True:
+        short = []
+        for s, v, i in zip(scores, ids, pending, strict=True):
+            own = exclude[i] if exclude else None
+            results[i] = _rank(snapshot, s, v, k, allowed, own, min_score, cache)
+            valid = s[v >= 0]
+            below = min_score is not None and len(valid) and valid[-1] < min_score
+            if len(results[i]) < k and not below:
+                short.append(i)
+        if not short or (want >= limit and over is not None):
+            return results
+        if want >= limit:  # the vector index looked everywhere it would: finish exactly
+            over = allowed if allowed is not None else np.asarray(snapshot.emb_ids)
+            limit = len(over)
+            want = min(limit, max(want // 4, plan.depth))
+        else:
+            want, widen = min(limit, want * 4), widen * 4
+        pending = np.array(short)
+        scores, ids = snapshot.candidates(vectors[pending], want, over, widen)
+
+
 def _rank(
     snapshot: Snapshot,
     scores: np.ndarray,
@@ -393,7 +442,7 @@ def _rank(
     allowed: np.ndarray | None,
     exclude: set[str] | None,
     min_score: float | None,
-    cache: dict[int, tuple[Consultation, str]],
+    cache: Records,
 ) -> list[Hit]:
     keep = (ids >= 0) & np.isfinite(scores)
     if allowed is not None:
@@ -401,30 +450,39 @@ def _rank(
         keep &= allowed[pos] == ids
     if min_score is not None:
         keep &= scores >= min_score
-    s, v = scores[keep].astype(np.float64), ids[keep]
-    ranked = s
-    if snapshot.density is not None and len(v):
-        ranked = hubs.penalised(s, snapshot.density[snapshot.rows(v)], snapshot.hub_weight)
-    order = np.argsort(-ranked, kind="stable")
+    s, v = scores[keep].tolist(), ids[keep].tolist()
+    ranked = s  # candidates come best first: only the hub penalty re-orders them
+    order: Iterable[int] = range(len(v))
+    if snapshot.density is not None and v:
+        penalised = hubs.penalised(
+            np.asarray(s), snapshot.density[snapshot.rows(np.asarray(v))], snapshot.hub_weight
+        )
+        ranked, order = penalised.tolist(), np.argsort(-penalised, kind="stable").tolist()
+    order = list(order)
     hits: list[Hit] = []
     shown = set(exclude or ())  # a box shows each question once, and never the query's own
-    fields = snapshot.manifest.embed_fields
     # fetch records best first, a few more than k at a time, until k hits pass
     for start in range(0, len(order), k + SPARE):
         chunk = order[start : start + k + SPARE]
-        missing = [int(v[j]) for j in chunk if int(v[j]) not in cache]
-        if missing:
-            cache.update(snapshot.store.fetch(missing))
+        _fetch(snapshot, [v[j] for j in chunk], cache)
         for j in chunk:
-            found = cache.get(int(v[j]))
+            found = cache.get(v[j])
             if found is None:
                 continue
-            record = found[0]
-            key = question_key(record, fields)
+            record, key = found
             if key in shown:
                 continue
             shown.add(key)
-            hits.append(Hit(record.id, float(s[j]), record, float(ranked[j])))
+            hits.append(Hit(record.id, s[j], record, ranked[j]))
             if len(hits) == k:
                 return hits
     return hits
+
+
+def _fetch(snapshot: Snapshot, vids: Iterable[int], cache: Records) -> None:
+    """Read into ``cache`` the records of ``vids`` it lacks, in one query."""
+    missing = {v for v in map(int, vids) if v >= 0 and v not in cache}
+    if missing:
+        fields = snapshot.manifest.embed_fields
+        for vid, (record, _hash) in snapshot.store.fetch(missing).items():
+            cache[vid] = (record, question_key(record, fields))
