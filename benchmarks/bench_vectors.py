@@ -1,8 +1,9 @@
 """Vector search on the engine's path: simqa's index types against their peers, same vectors.
 
-The engine asks the vector index for more candidates than it shows: ``RERANK_DEPTH`` (64)
-per query when the index has the hub penalty, k + 8 without it. Every system here is
-searched for ``--depth`` candidates per query (default 64) and judged by recall@10 of the
+The engine asks the vector index for more candidates than it shows: k + 8 per query (the
+default; ``RERANK_DEPTH``, 64, when an index is built with the hub penalty). Every system
+here is searched for ``--depth`` candidates per query (default 18, what a query for ten
+hits asks) and judged by recall@10 of the
 first ten it returns (against brute force, ties counted as hits). Each approximate system
 is swept over its search knob with one thread and the fastest setting with recall@10 >=
 0.95 is kept; then every system is timed ``--rounds`` times (default 3) in interleaved
@@ -39,7 +40,7 @@ import faiss
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from simqa.density import RERANK_DEPTH
+from simqa.index.search import SPARE
 from simqa.vectors import create
 from simqa.vectors.faissio import set_threads
 from simqa.vectors.tuning import exact_topk, recall_at_k, tune_search_params
@@ -52,8 +53,8 @@ OUT = HERE / "out"  # cached real vectors and scratch (not committed)
 RESULTS = provenance.RESULTS
 DATA = Path(os.environ.get("SIMQA_DATA", HERE.parent.parent / "shared" / "data"))
 K = 10
-#: candidates asked per query: what the engine asks the index for with the hub penalty
-DEPTH = RERANK_DEPTH
+#: candidates asked per query: what the engine asks the index for, for k hits (no hub penalty)
+DEPTH = K + SPARE
 ROUNDS = 3
 TARGET = 0.95
 N_QUERIES = 1000
@@ -477,7 +478,8 @@ def run_size(
         kth = exact_topk(q, x, K)[0][:, K - 1]
     data = {"size": size, "n": len(x), "dim": x.shape[1], "queries": len(q), "quick": quick}
     data.update(depth=DEPTH, k=K, target=TARGET, rounds=rounds)
-    chosen = [s for s in systems(size, quick) if not only or only in s.name]
+    wanted = [w.strip() for w in only.split(",")] if only else []
+    chosen = [s for s in systems(size, quick) if not wanted or any(w in s.name for w in wanted)]
     prepared = []
     for system in chosen:
         print(f"[{size}] {system.name}", flush=True)
@@ -729,15 +731,22 @@ def report(results_dir: Path = RESULTS, target: Path = HERE / "RESULTS.md") -> N
 
 
 def main() -> None:
+    global DEPTH
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="47k", help="comma list of 47k,200k,1m")
     parser.add_argument("--quick", action="store_true", help="47k only, shorter sweeps")
-    parser.add_argument("--only", help="run only systems whose name contains this")
+    parser.add_argument(
+        "--only", help="comma list: run only systems whose name contains one of these"
+    )
+    parser.add_argument(
+        "--depth", type=int, default=DEPTH, help="candidates per query (64: the hub penalty's)"
+    )
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     parser.add_argument("--report-only", action="store_true")
     parser.add_argument("--limit-real", type=int, help="use the first N real vectors (smoke)")
     args = parser.parse_args()
+    DEPTH = args.depth
     OUT.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         sizes = ["47k"] if args.quick else [s.strip().lower() for s in args.sizes.split(",")]
