@@ -2,8 +2,10 @@
 
 Boxes: ``Index.similar_all(k)`` over every consultation against ``Index.similar(id, k)`` called
 once per id, on a random sample of ids (extrapolated to the whole index; each repeat draws a
-new sample and runs both, so both see the same machine load); the sampled ids' hits must be
-equal. Then the whole ``simqa similar --all`` writer (JSON lines with the Related FAQ).
+new sample and runs both, in an order rotated per repeat, so both see the same machine load
+and neither always pays the cold start); the sampled ids' hits must be equal. Also timed: the
+batched vector-index probes alone, ``similar_all``'s floor. Then the whole ``simqa similar
+--all`` writer (JSON lines with the Related FAQ).
 
 Duplicates: ``simqa.duplicates.similar_pairs`` (faiss inverted-file range search) against
 sentence-transformers' ``util.paraphrase_mining_embeddings`` (its defaults) and, with
@@ -37,6 +39,7 @@ from sentence_transformers.util import paraphrase_mining_embeddings
 import simqa
 from simqa.boxes import write_boxes
 from simqa.duplicates import DEFAULT_MIN_SCORE, find_duplicates, similar_pairs
+from simqa.index.search import SPARE
 from simqa.records import normalise
 from simqa.vectors.faissio import set_threads
 
@@ -73,7 +76,7 @@ def boxes(index: simqa.Index, k: int, sample: int, repeats: int, seed: int) -> d
     best case on a shared machine) against ``similar_all`` (all threads), every repeat.
     Wall time, and the process's CPU time (all threads; less sensitive to other jobs)."""
     ids = [r.id for r in index.records()]
-    names = ("similar", "similar_1_thread", "similar_all")
+    names = ("similar", "similar_1_thread", "similar_all", "vector_search_only")
     wall: dict[str, list[float]] = {name: [] for name in names}
     cpu: dict[str, list[float]] = {name: [] for name in names}
     checked, unequal = 0, []
@@ -81,11 +84,18 @@ def boxes(index: simqa.Index, k: int, sample: int, repeats: int, seed: int) -> d
         picked = random.Random(seed + repeat).sample(ids, min(sample, len(ids)))
         scale = len(ids) / len(picked)
         expected, found = {}, {}
-        # each repeat runs the three in a rotated order: none always pays the cold start
-        for name in names[repeat % 3 :] + names[: repeat % 3]:
+        # each repeat runs the four in a rotated order: none always pays the cold start
+        for name in names[repeat % 4 :] + names[: repeat % 4]:
             set_threads(1 if name == "similar_1_thread" else None)
             start, start_cpu = time.perf_counter(), time.process_time()
-            if name == "similar_all":
+            if name == "vector_search_only":  # similar_all's floor: its batched index probes
+                snapshot = index.snapshot
+                for first in range(0, len(snapshot.emb_ids), 256):
+                    batch = np.asarray(snapshot.emb[first : first + 256], np.float32)
+                    snapshot.candidates(batch, k + SPARE, None)
+                wall[name].append(time.perf_counter() - start)
+                cpu[name].append(time.process_time() - start_cpu)
+            elif name == "similar_all":
                 wanted = set(picked)
                 found = {rid: hits for rid, hits in index.similar_all(k) if rid in wanted}
                 wall[name].append(time.perf_counter() - start)
@@ -102,8 +112,10 @@ def boxes(index: simqa.Index, k: int, sample: int, repeats: int, seed: int) -> d
             if a != b:
                 unequal.append({"id": rid, "similar": a, "similar_all": b})
 
-    def ratios(times: dict[str, list[float]], base: str) -> dict[str, float]:
-        pairs = zip(times[base], times["similar_all"], strict=True)
+    def ratios(
+        times: dict[str, list[float]], base: str, to: str = "similar_all"
+    ) -> dict[str, float]:
+        pairs = zip(times[base], times[to], strict=True)
         return spread([a / b for a, b in pairs])
 
     return {
@@ -117,6 +129,7 @@ def boxes(index: simqa.Index, k: int, sample: int, repeats: int, seed: int) -> d
         "speedup_wall_vs_similar_1_thread": ratios(wall, "similar_1_thread"),
         "speedup_cpu_vs_similar": ratios(cpu, "similar"),
         "speedup_cpu_vs_similar_1_thread": ratios(cpu, "similar_1_thread"),
+        "bound_wall_similar_over_vector_search_only": ratios(wall, "similar", "vector_search_only"),
         "ids_compared": checked,
         "ids_with_different_hits": len(unequal),
         "differences": unequal[:10],
