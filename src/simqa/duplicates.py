@@ -31,8 +31,8 @@ from simqa.render import excerpt, plain, question_after_title, title_of
 DEFAULT_MIN_SCORE = 0.95
 #: below this many vectors the range search is exact (flat)
 EXACT_MAX = 20_000
-#: inverted lists probed per vector: on the 50k quick-start index this finds 8,098 of the
-#: 8,100 pairs at 0.95 that exact search finds (benchmarks/bench_boxes.py)
+#: inverted lists probed per vector: on the 50k quick-start index this finds all 8,065 pairs
+#: at 0.95 that exact paraphrase mining finds (benchmarks/results/bench_boxes.json)
 NPROBE = 8
 FORMATS = ("text", "json", "csv")
 

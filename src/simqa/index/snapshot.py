@@ -86,8 +86,8 @@ class Snapshot:
 def one_thread() -> Iterator[None]:
     """Search with one OpenMP thread in this thread only (OpenMP keeps the count per thread).
 
-    A single IVF query spread over threads waits for busy cores: 8x slower on a loaded
-    2-core machine (benchmarks/results/boxes*.json); batches keep every thread."""
+    A single IVF query spread over threads waits for whichever core is busy (a server's
+    other requests), and gains little when none is; batches keep every thread."""
     before = faiss.omp_get_max_threads()
     faiss.omp_set_num_threads(1)
     try:
