@@ -683,7 +683,8 @@ def report(results_dir: Path = RESULTS, target: Path = HERE / "RESULTS.md") -> N
     lines += [
         f"Method: every system indexes the same vectors and answers the same "
         f"{first['queries']:,} held-out queries, asking for {first['depth']} candidates per "
-        "query (what the engine asks its vector index for with the hub penalty); recall@10 of "
+        "query (what the engine asks its vector index for ten hits: k + 8 by default, 64 when "
+        "an index has the hub penalty); recall@10 of "
         "the first ten against brute force, ties (duplicate questions) counted as hits. Each "
         "approximate system is swept over its search knob with one thread and the fastest "
         "setting with recall@10 >= 0.95 kept. Every system is then timed in "
