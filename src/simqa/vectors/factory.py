@@ -85,8 +85,8 @@ def choose(
     if n_vectors <= FLAT_MAX:
         why = "exact search exceeds the memory budget"
     # IVF fast-scan + re-rank beat HNSW (faiss's and hnswlib's) at recall@10 >= 0.95 on the
-    # real MedQuAD vectors by ~5x, and with the 8-bit re-rank at a third of the memory
-    # (benchmarks/RESULTS.md); HNSW stays available with --index-type hnsw / hnsw_sq8.
+    # real MedQuAD vectors by 4.5x, the 8-bit re-rank at 0.3x hnswlib's memory
+    # (benchmarks/results/vectors_47k.json); HNSW stays available (--index-type hnsw / hnsw_sq8).
     for refine, how in (
         ("flat", "an exact float32 re-rank"),
         ("fp16", "a float16 re-rank (float32 exceeds the memory budget)"),
