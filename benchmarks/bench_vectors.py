@@ -59,12 +59,12 @@ ROUNDS = 3
 TARGET = 0.95
 N_QUERIES = 1000
 ALL_THREADS = os.cpu_count() or 1
-EF_SWEEP = [10, 16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 768]
+EF_SWEEP = [10, 16, 20, 24, 32, 40, 48, 64, 96, 128, 192, 256, 384, 512, 768]
 
 
 def ef_sweep() -> list[int]:
-    """efSearch / ef values worth trying: below the depth asked, HNSW searches at the depth."""
-    return [ef for ef in EF_SWEEP if ef >= DEPTH] or [DEPTH]
+    """efSearch / ef values worth trying: from the depth asked (HNSW's least) upwards."""
+    return [DEPTH] + [ef for ef in EF_SWEEP if ef > DEPTH]
 
 
 SIZES = {"47k": None, "200k": 200_000, "1m": 1_000_000}
@@ -236,7 +236,7 @@ class Simqa(System):
         elif kind == "ivf_pq":
             self.sweep = [
                 {"nprobe": p, "k_factor": f}
-                for p in (1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128)
+                for p in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128)
                 for f in ((2, 4, 8) if quick else (2, 3, 4, 6, 8, 16))
             ]
 
