@@ -24,6 +24,7 @@ import provenance
 
 import simqa
 from simqa import Consultation
+from simqa.index.hits import question_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -159,12 +160,15 @@ def filters(args: argparse.Namespace) -> None:
         where = {} if column == "none" else {column: value}
         vids = snap.store.vids_where(Filter(**where)) if where else np.asarray(ids)
         matrix = np.asarray(snap.emb[snap.rows(vids)])
+        records = snap.store.fetch(vids)
+        fields = index.manifest.embed_fields
+        keys = [question_key(records[int(v)][0], fields) for v in vids]
         equal = 0
         started = time.perf_counter()
         found = index.search_vectors(queries, args.k, **where, min_score=-1)
         per_query = (time.perf_counter() - started) / len(queries) * 1000
         for query, hits in zip(queries, found, strict=True):
-            best = expected(snap, matrix, vids, query, args.k)
+            best = expected(snap, matrix, vids, keys, query, args.k)
             got = np.array([h.rank_score for h in hits])
             equal += int(len(got) == len(best) and np.allclose(got, best, atol=1e-4))
         rows.append({column: value, "records": count,
@@ -175,17 +179,30 @@ def filters(args: argparse.Namespace) -> None:
                      "filters": rows})  # fmt: skip
 
 
-def expected(snap, matrix: np.ndarray, vids: np.ndarray, query: np.ndarray, k: int) -> np.ndarray:
-    """The ranking scores exact search over the matching records gives: the best
-    RERANK_DEPTH cosines, re-ordered by the hub penalty when the index has one."""
+def expected(
+    snap, matrix: np.ndarray, vids: np.ndarray, keys: list[str], query: np.ndarray, k: int
+) -> np.ndarray:
+    """The ranking scores exact search over the matching records gives: the best cosines
+    (the best RERANK_DEPTH re-ordered by the hub penalty when the index has one), each
+    question once, as a box shows it."""
     from simqa.density import RERANK_DEPTH
 
     cosines = matrix @ query
-    if snap.density is None:
-        return np.sort(cosines)[::-1][:k]
-    top = np.argsort(-cosines)[: max(k + 8, RERANK_DEPTH)]
-    ranked = cosines[top] - snap.hub_weight * np.asarray(snap.density)[snap.rows(vids[top])]
-    return np.sort(ranked)[::-1][:k]
+    order = np.argsort(-cosines, kind="stable")
+    ranked = cosines
+    if snap.density is not None:
+        order = order[: max(k + 8, RERANK_DEPTH)]
+        ranked = cosines.astype(np.float64).copy()
+        ranked[order] -= snap.hub_weight * np.asarray(snap.density)[snap.rows(vids[order])]
+        order = order[np.argsort(-ranked[order], kind="stable")]
+    best, seen = [], set()
+    for j in order:
+        if keys[j] not in seen:
+            seen.add(keys[j])
+            best.append(ranked[j])
+            if len(best) == k:
+                break
+    return np.array(best)
 
 
 def open_time(args: argparse.Namespace) -> None:
