@@ -69,8 +69,9 @@ def load_encoder(model: str | None = None, kind: str = "torch", threads: int | N
     raise SimqaError(f"unknown encoder {kind!r}; choose torch or onnx")
 
 
-#: int8 ONNX where the model allows it: same MQP recall@1 as torch, several times faster
-#: (benchmarks/RESULTS.md); an index is queried with the encoder it was built with.
+#: int8 ONNX where the model allows it: MQP recall@1 within 0.3 points of torch, 4x faster
+#: per query (benchmarks/results/encoder.json); an index is queried with the encoder it
+#: was built with.
 DEFAULT_ENCODER = "auto"
 _ENCODERS: dict[tuple[str, str], Any] = {}
 _ENCODERS_LOCK = threading.Lock()

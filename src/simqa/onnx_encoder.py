@@ -12,10 +12,10 @@ optimizer first fuses the traced graph (attention, embedding + layer norm, skip 
 bias + GELU), so that quantisation turns each attention block into one QAttention and the
 int8 attention kernel runs; then every MatMul gets int8 weights with one scale per output
 channel, except the first layer's feed-forward down-projection, whose input carries the
-largest activation outliers (in MiniLM one channel reaches 25 where the median channel's
-maximum is 1.7) and stays float32, as do the embedding tables. Format 1 (no fusion, all six
-down-projections in float) was more faithful to torch but slower; each recipe's cosine to
-torch, MQP recall@1 and CPU per query are in benchmarks/results/encoder.json.
+largest activation outliers, and stays float32, as do the embedding tables. Format 1 (no
+fusion, all six down-projections in float) was more faithful to torch but slower; each
+recipe's cosine to torch, MQP recall@1 and CPU per query are in
+benchmarks/results/encoder.json.
 """
 
 from __future__ import annotations
