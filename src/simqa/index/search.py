@@ -351,7 +351,7 @@ def remote_backend(root: Path) -> Any:
     return getattr(importlib.import_module(module), name)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Plan:
     """How far a search looks: its filter's allowed ids, the candidates it asks for first,
     and where it stops widening. Made once per search (once for a whole ``similar_all``)."""
@@ -451,14 +451,12 @@ def _rank(
     if min_score is not None:
         keep &= scores >= min_score
     s, v = scores[keep].tolist(), ids[keep].tolist()
-    ranked = s  # candidates come best first: only the hub penalty re-orders them
-    order: Iterable[int] = range(len(v))
+    ranked, order = s, list(range(len(v)))  # best first: only the hub penalty re-orders
     if snapshot.density is not None and v:
         penalised = hubs.penalised(
             np.asarray(s), snapshot.density[snapshot.rows(np.asarray(v))], snapshot.hub_weight
         )
         ranked, order = penalised.tolist(), np.argsort(-penalised, kind="stable").tolist()
-    order = list(order)
     hits: list[Hit] = []
     shown = set(exclude or ())  # a box shows each question once, and never the query's own
     # fetch records best first, a few more than k at a time, until k hits pass
