@@ -30,8 +30,12 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 
 
+#: command, date, machine and load average, taken when the run starts
+HEADER: dict = {}
+
+
 def save(part: str, result: dict) -> None:
-    path = provenance.write(f"live_index_{part}", {**provenance.header(), **result})
+    path = provenance.write(f"live_index_{part}", {**HEADER, **result})
     print(json.dumps(result, indent=2))
     print(f"-> {path}", file=sys.stderr)
 
@@ -281,6 +285,7 @@ def main() -> None:
     o.add_argument("--size", type=int, default=1_000_000)
     o.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    HEADER.update(provenance.header())
     parts = {"writers": writers, "kills": kills, "filters": filters, "open": open_time}
     parts[args.part](args)
 
