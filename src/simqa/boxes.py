@@ -57,8 +57,14 @@ def all_boxes(
     verifier = verifier_for(index, verify)
     own = {record.id: topics_of(record) for record in index.records()}
     counts = index.tag_counts()
+
+    def topics(hit: Hit) -> list[tuple[str, str]]:
+        # a record is a neighbour of ~NEIGHBOURS others: its tags are parsed once, not per box
+        found = own.get(hit.id)
+        return topics_of(hit.record) if found is None else found
+
     for record_id, hits in index.similar_all(wide, batch_size=batch_size, **filters):
-        neighbours = [(topics_of(h.record), h.score) for h in hits]
+        neighbours = [(topics(h), h.score) for h in hits]
         yield Box(
             record_id,
             verify_hits(hits[:k], verifier, verify),
