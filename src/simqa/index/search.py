@@ -479,7 +479,9 @@ def _rank(
 
 def _fetch(snapshot: Snapshot, vids: Iterable[int], cache: Records) -> None:
     """Read into ``cache`` the records of ``vids`` it lacks, in one query."""
-    missing = {v for v in map(int, vids) if v >= 0 and v not in cache}
+    if isinstance(vids, np.ndarray):
+        vids = vids.tolist()  # Python ints in one C call
+    missing = {v for v in vids if v >= 0 and v not in cache}
     if missing:
         fields = snapshot.manifest.embed_fields
         for vid, (record, _hash) in snapshot.store.fetch(missing).items():
