@@ -20,16 +20,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
-from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -43,32 +38,12 @@ from simqa.index.search import SPARE
 from simqa.records import normalise
 from simqa.vectors.faissio import set_threads
 
-RESULTS = Path(__file__).resolve().parent / "results"
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import provenance  # noqa: E402
+from provenance import spread  # noqa: E402
 
-
-def machine() -> dict[str, str]:
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    keep = ("Model name", "CPU(s)", "Thread(s) per core", "L2 cache", "L3 cache")
-    info = {}
-    for line in lscpu.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in keep:
-            info[key.strip()] = value.strip()
-    meminfo = Path("/proc/meminfo").read_text().splitlines()[0].split()
-    info["memory"] = f"{int(meminfo[1]) / 2**20:.0f} GiB"
-    info["python"] = platform.python_version()
-    packages = ("simqa", "faiss-cpu", "sentence-transformers", "torch", "numpy", "scipy")
-    info["versions"] = ", ".join(f"{name} {version(name)}" for name in packages)
-    return info
-
-
-def spread(values: list[float]) -> dict[str, float]:
-    return {
-        "median": round(statistics.median(values), 4),
-        "min": round(min(values), 4),
-        "max": round(max(values), 4),
-        "runs": [round(v, 4) for v in values],
-    }
+RESULTS = provenance.RESULTS
 
 
 def boxes(index: simqa.Index, k: int, sample: int, repeats: int, seed: int) -> dict:
@@ -263,11 +238,8 @@ def main() -> None:
 
     index = simqa.open_index(args.index)
     result: dict = {
-        "command": " ".join(["python", *sys.argv]),
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        **provenance.header(),
         "index": {k: index.info()[k] for k in ("records", "index_type", "index_params")},
-        "load_average_start": os.getloadavg(),
     }
     if "boxes" not in args.skip:
         result["boxes"] = boxes(index, args.k, args.sample, args.repeats, seed=10)
@@ -278,10 +250,7 @@ def main() -> None:
             index, args.min_score, args.repeats, args.pm_repeats, args.exact
         )
         print(json.dumps(result["duplicates"]["systems"], indent=1), flush=True)
-    result["load_average_end"] = os.getloadavg()
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {provenance.write('bench_boxes', result, args.out)}")
 
 
 if __name__ == "__main__":
