@@ -8,11 +8,11 @@ written to runs/NAME.json (configuration, index version, rank, scores). A config
 run file exists is not run again unless ``--force``; so adding one later ranks only it, and the
 pool gains only the pairs it newly brings. Configurations (``NAME=KIND:key=value,...``):
 
-- ``dense:hub=W[,distinct=1][,depth=64][,index=NAME]``: exact cosine over the index's stored
+- ``dense:hub=W[,distinct=1][,depth=64][,index=NAME][,k=N]``: exact cosine over the index's stored
   vectors, then, when W > 0, the best ``depth`` re-ordered by ``cosine - W * density`` (the
   stored density.npy; the engine's rule, exact instead of approximate search); ``distinct=1``
   skips copies of a question already in the box (same ``text_key``)
-- ``bm25[:index=NAME]``: bm25s (the ``simqa eval`` baseline) over the records' embedded text
+- ``bm25[:index=NAME,k=N]``: bm25s (the ``simqa eval`` baseline) over the records' embedded text
   (title + question)
 - ``engine[:index=NAME]``: ``Index.search(text, k, min_score=-1)``, what
   ``simqa query TEXT --index NAME -k 4 --min-score -1`` shows
@@ -155,11 +155,12 @@ def dense(queries: list[str], params: dict[str, str], default_index: str) -> tup
     if weight and c.density is None:
         raise SystemExit(f"index {c.index.root} has no density.npy; build it with a hub penalty")
     distinct = params.get("distinct", "0") not in ("0", "false")
+    k = int(params.get("k", K))
     encoder = c.index.encoder
     # one query per call, as `simqa query` encodes it
     q = np.vstack([encoder.encode([check_query(t)]) for t in queries])
     deep = weight or distinct
-    cand, cos = top_k(q @ c.vectors.T, max(depth, K) if deep else K)
+    cand, cos = top_k(q @ c.vectors.T, max(depth, 2 * k) if deep else k)
     out: Ranked = []
     for rows, scores in zip(cand, cos, strict=True):
         order = hubs.penalised(scores, c.density[rows], weight) if weight else scores
@@ -170,7 +171,7 @@ def dense(queries: list[str], params: dict[str, str], default_index: str) -> tup
                 continue  # a copy of a question already in the box
             shown.add(c.keys[rows[j]])
             hits.append(c.hit(rows[j], scores[j], order[j]))
-            if len(hits) == K:
+            if len(hits) == k:
                 break
         out.append(hits)
     how = {"exact": True, "hub_weight": weight, "distinct": distinct}
@@ -180,7 +181,7 @@ def dense(queries: list[str], params: dict[str, str], default_index: str) -> tup
 def bm25(queries: list[str], params: dict[str, str], default_index: str) -> tuple[Ranked, dict]:
     c = corpus(params.get("index", default_index))
     method = BM25Method("bm25")
-    rows, scores = method.rank(queries, Pool(c.texts), K)
+    rows, scores = method.rank(queries, Pool(c.texts), int(params.get("k", K)))
     out = [
         [c.hit(i, s, s) for i, s in zip(row, sc, strict=True) if i >= 0]
         for row, sc in zip(rows, scores, strict=True)
@@ -249,7 +250,7 @@ def run(spec: str, questions: list[dict[str, str]], default_index: str) -> Path:
         "spec": spec,
         "kind": kind,
         "params": params,
-        "k": K,
+        "k": int(params.get("k", K)),
         "how": how,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
