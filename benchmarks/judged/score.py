@@ -66,22 +66,44 @@ def interval(values: np.ndarray, seed: int = 0) -> list[float]:
     return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
 
 
+def reach(pairs: dict[str, dict[str, int]]) -> dict[str, Any]:
+    """What the corpus holds for the questions, as far as the pool reaches: the best box any
+    ranking could show from the judged pairs (each question once), and how many
+    same-problem consultations each question has."""
+    best = {q: sorted(g.values(), reverse=True) for q, g in pairs.items()}
+    counts = [sum(1 for g in grades if g == 2) for grades in best.values()]
+    return {
+        "best_p@4": float(np.mean([precision_at(g) for g in best.values()])),
+        "best_same@4": float(np.mean([same_at(g) for g in best.values()])),
+        "questions_by_same_problem_count": {
+            str(n): counts.count(n) for n in range(max(counts, default=0) + 1)
+        },
+        "pairs": sum(len(g) for g in pairs.values()),
+    }
+
+
 def score(
     runs: dict[str, dict[str, Any]], grades: dict[str, int], origin: dict[str, str]
 ) -> dict[str, Any]:
-    """Per-configuration metrics, per-question values and paired comparisons."""
+    """Per-configuration metrics, per-question values and paired comparisons.
+
+    A run deeper than the box (``k`` > 4; run_configs.py ``k=12``) only widens the pool: it
+    enters the ideal box and the corpus's reach, not the configuration tables."""
     qids = sorted(set.intersection(*(set(r["questions"]) for r in runs.values())))
     # the ideal box: the best grades among every consultation pooled for the question
     # (copies of one question are one pair but separate consultations, each with its grade)
     pooled: dict[str, dict[str, int]] = {q: {} for q in qids}
+    distinct: dict[str, dict[str, int]] = {q: {} for q in qids}  # per pair: each question once
     for r in runs.values():
         for q in qids:
             for hit in r["questions"][q]:
                 if hit["pair_id"] in grades:
                     pooled[q][hit["id"]] = grades[hit["pair_id"]]
+                    distinct[q][hit["pair_id"]] = grades[hit["pair_id"]]
+    boxes = {n: r for n, r in runs.items() if r.get("k", K) <= K}
     per_question: dict[str, dict[str, list[float]]] = {}
     summary: dict[str, dict[str, Any]] = {}
-    for name, r in runs.items():
+    for name, r in boxes.items():
         values: dict[str, list[float]] = {m: [] for m in METRICS}
         unjudged = repeats = 0
         for q in qids:
@@ -115,7 +137,7 @@ def score(
         }
     comparisons = [
         compare(per_question, m, a, b).to_json()
-        for a, b in itertools.combinations(runs, 2)
+        for a, b in itertools.combinations(boxes, 2)
         for m in METRICS
     ]
     return {
@@ -124,6 +146,8 @@ def score(
         "comparisons": comparisons,
         "per_question": per_question,
         "pool_without_relevant": sum(1 for q in qids if not any(pooled[q].values())),
+        "pool_only_runs": {n: r.get("k") for n, r in runs.items() if n not in boxes},
+        "reach": reach(distinct),
     }
 
 
@@ -140,6 +164,17 @@ def markdown(result: dict[str, Any]) -> str:
         cells = [f"{s[m]:.3f} [{s[m + '_ci95'][0]:.2f}, {s[m + '_ci95'][1]:.2f}]" for m in METRICS]
         counts = f"{s['unjudged_hits']} | {s['repeated_questions']}"
         lines.append(f"| {name} | {' | '.join(cells)} | {counts} |")
+    r = result["reach"]
+    by_count = ", ".join(f"{n}: {c}" for n, c in r["questions_by_same_problem_count"].items())
+    deep = ", ".join(f"{n} (top {k})" for n, k in result["pool_only_runs"].items())
+    lines += [
+        "",
+        f"What the corpus holds, as far as the pool reaches ({r['pairs']} judged pairs, each "
+        f"question once{'; deeper runs that only widen the pool: ' + deep if deep else ''}): "
+        f"the best box any ranking could show from them has P@4 {r['best_p@4']:.3f} and "
+        f"same@4 {r['best_same@4']:.3f}. Questions by the number of same-problem "
+        f"consultations found: {by_count}.",
+    ]
     lines += [
         "",
         "Paired per question (a against b): wins-losses-ties, sign-test p, Wilcoxon p.",
