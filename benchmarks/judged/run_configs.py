@@ -16,6 +16,8 @@ pool gains only the pairs it newly brings. Configurations (``NAME=KIND:key=value
   (title + question)
 - ``engine[:index=NAME]``: ``Index.search(text, k, min_score=-1)``, what
   ``simqa query TEXT --index NAME -k 4 --min-score -1`` shows
+- ``rerank:model=DIR[,depth=12][,weight=W][,index=NAME]``: the default box's exact ranking
+  to ``depth``, reordered by a cross-encoder (``simqa tune --reranker``)
 - ``verified[:index=NAME,mode=drop]``: ``engine``, then the verifier leaves out the hits it
   judges a different question (``simqa query ... --verify drop``)
 
@@ -222,8 +224,40 @@ def verified(queries: list[str], params: dict[str, str], default_index: str) -> 
     return out, {**how, "index": c.describe()}
 
 
+def rerank(queries: list[str], params: dict[str, str], default_index: str) -> tuple[Ranked, dict]:
+    """The default box's exact ranking (each question once) to ``depth`` (12), reordered by a
+    cross-encoder (``model=DIR``, made by ``simqa tune --reranker``); ``weight=W`` adds W x
+    cosine to its logit. With the deep pool graded, every hit it can show is judged."""
+    from simqa.rerank import Reranker
+
+    depth = int(params.get("depth", 12))
+    first, how = dense(queries, {**params, "hub": "0", "distinct": "1", "k": str(depth)},
+                       default_index)  # fmt: skip
+    c = corpus(params.get("index", default_index))
+    reranker = Reranker(params["model"])
+    weight = float(params.get("weight", 0))
+    out: Ranked = []
+    for text, hits in zip(queries, first, strict=True):
+        texts = [c.texts[c.position[h["id"]]] for h in hits]
+        order, scores = reranker.rerank(text, texts, [h["score"] for h in hits], weight)
+        out.append(
+            [
+                {**hits[i], "rank_score": float(s)}
+                for i, s in zip(order[:K], scores[:K], strict=True)
+            ]
+        )
+    return out, {**how, "reranker": os.path.relpath(params["model"]), "depth": depth,
+                 "weight": weight}  # fmt: skip
+
+
 Kind = Callable[[list[str], dict[str, str], str], tuple[Ranked, dict]]
-KINDS: dict[str, Kind] = {"dense": dense, "bm25": bm25, "engine": engine, "verified": verified}
+KINDS: dict[str, Kind] = {
+    "dense": dense,
+    "bm25": bm25,
+    "engine": engine,
+    "verified": verified,
+    "rerank": rerank,
+}
 
 
 def git(*args: str) -> str:
