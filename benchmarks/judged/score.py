@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> None:
             origin[row["qid"]] = row.get("file", "").removeprefix("MEDIQA2019-Task3-QA-")
     result = score(runs, judgments.grades, origin)
     result["judgments"] = {
-        "file": str(args.judgments),
+        "file": os.path.relpath(args.judgments),  # no machine path in committed results
         "sha256": hashlib.sha256(args.judgments.read_bytes()).hexdigest(),
         "pairs": len(judgments.grades),
         "multiply_graded": judgments.multiply_graded,
