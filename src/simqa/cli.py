@@ -459,7 +459,7 @@ def adapt(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed for sampling, mining and training.")] = 0,
     max_pairs: Annotated[int, typer.Option(help="Pairs to train on (a seeded sample).")] = 1280,
-    epochs: Annotated[float, typer.Option(help="Passes over the training pairs.")] = 2.0,
+    epochs: Annotated[float, typer.Option(help="Passes over the training pairs.")] = 1.0,
     hub_penalty: Annotated[
         float | None, typer.Option(help="Hub penalty weight of the new version (default: keep).")
     ] = None,
