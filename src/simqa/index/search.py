@@ -237,12 +237,13 @@ class Index:
                 cache.clear()
             vectors = vectors_of(vids)
             scores, cands = plan.candidates(snapshot, vectors)
-            _fetch(snapshot, vids, cache)
-            rows = [i for i, vid in enumerate(vids.tolist()) if vid in cache]
-            own = [{cache[int(vids[i])][1]} for i in rows]
+            listed = vids.tolist()  # Python ints once, for the cache lookups below
+            _fetch(snapshot, listed, cache)
+            rows = [i for i, vid in enumerate(listed) if vid in cache]
+            own = [{cache[listed[i]][1]} for i in rows]
             boxes = _finish(snapshot, plan, vectors[rows], scores[rows], cands[rows], own, cache)
             for i, hits in zip(rows, boxes, strict=True):
-                yield cache[int(vids[i])][0].id, hits
+                yield cache[listed[i]][0].id, hits
 
     def search_vectors(
         self, vectors: np.ndarray, k: int, **filters: Unpack[Filters]
