@@ -20,8 +20,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from simqa.box.verify import PACKAGED, Verifier
 from simqa.evaluate.judged import K, read_judgments
-from simqa.verify import PACKAGED, Verifier
 
 HERE = Path(__file__).resolve().parent
 JUDGED = HERE / "judged"

@@ -7,7 +7,7 @@ and neither always pays the cold start); the sampled ids' hits must be equal. Al
 batched vector-index probes alone, ``similar_all``'s floor. Then the whole ``simqa similar
 --all`` writer (JSON lines with the Related FAQ).
 
-Duplicates: ``simqa.duplicates.similar_pairs`` (faiss inverted-file range search) against
+Duplicates: ``simqa.box.duplicates.similar_pairs`` (faiss inverted-file range search) against
 sentence-transformers' ``util.paraphrase_mining_embeddings`` (its defaults) and, with
 ``--exact``, an exact faiss range search, all on the index's stored vectors: time, and the
 share of paraphrase mining's pairs at or above the threshold that each finds. Ten found
@@ -32,8 +32,8 @@ import torch
 from sentence_transformers.util import paraphrase_mining_embeddings
 
 import simqa
-from simqa.boxes import write_boxes
-from simqa.duplicates import DEFAULT_MIN_SCORE, find_duplicates, similar_pairs
+from simqa.box.all_boxes import write_boxes
+from simqa.box.duplicates import DEFAULT_MIN_SCORE, find_duplicates, similar_pairs
 from simqa.index.search import SPARE
 from simqa.records import normalise
 from simqa.vectors.faissio import set_threads

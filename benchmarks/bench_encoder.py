@@ -83,14 +83,14 @@ def mqp() -> tuple[list[str], list[str], list[int]]:
 def load_torch(threads: int) -> Any:
     import torch
 
-    from simqa.embed import Encoder
+    from simqa.encode.encoder import Encoder
 
     torch.set_num_threads(threads)
     return Encoder()
 
 
 def load_onnx(precision: str, threads: int | None, cache_dir: Path | None = None) -> Any:
-    from simqa.onnx_encoder import OnnxEncoder
+    from simqa.encode.onnx import OnnxEncoder
 
     return OnnxEncoder(precision=precision, threads=threads, cache_dir=cache_dir)
 
@@ -171,7 +171,7 @@ def cold_start(backend: str, repeats: int) -> float:
     """Seconds for a fresh process to import simqa, load the encoder and embed one query."""
     code = (
         "import time; t = time.perf_counter(); "
-        "from simqa.embed import load_encoder; "
+        "from simqa.encode.encoder import load_encoder; "
         f"load_encoder(kind={backend!r}).encode([{SHORT_QUESTION!r}]); "
         "print(time.perf_counter() - t)"
     )
@@ -189,7 +189,7 @@ def throughput(texts: list[str], threads: int, rounds: int) -> tuple[dict[str, f
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from simqa.models import resolve_model
+    from simqa.encode.models import resolve_model
 
     torch.set_num_threads(threads)
     st = SentenceTransformer(resolve_model(None)[1], device="cpu")
@@ -261,7 +261,7 @@ def recipes(threads: int, n_timed: int, rounds: int) -> dict[str, dict[str, floa
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from simqa.onnx_encoder import FP32, INT8, META, TOKENIZER, _fuse, default_dir
+    from simqa.encode.onnx import FP32, INT8, META, TOKENIZER, _fuse, default_dir
 
     anchors, pool, gold = mqp()
     with tempfile.TemporaryDirectory() as tmp:
@@ -270,8 +270,8 @@ def recipes(threads: int, n_timed: int, rounds: int) -> dict[str, dict[str, floa
         # the traced graph before fusion: export() keeps only the fused one
         from sentence_transformers import SentenceTransformer
 
-        from simqa.models import resolve_model
-        from simqa.onnx_encoder import _export_graph
+        from simqa.encode.models import resolve_model
+        from simqa.encode.onnx import _export_graph
 
         st = SentenceTransformer(resolve_model(None)[1], device="cpu")
         traced = traced_dir / "traced.onnx"
@@ -368,7 +368,7 @@ def recipes(threads: int, n_timed: int, rounds: int) -> dict[str, dict[str, floa
 
 
 def _down(graph: Path) -> list[str]:
-    from simqa.onnx_encoder import down_projections
+    from simqa.encode.onnx import down_projections
 
     return down_projections(graph)
 
@@ -395,7 +395,7 @@ def main() -> None:
     n_timed = 50 if args.quick else 200
     report: dict[str, Any] = {**provenance.header(), "rounds": rounds}
 
-    from simqa.onnx_encoder import EXPORT_FORMAT, RECIPE, export
+    from simqa.encode.onnx import EXPORT_FORMAT, RECIPE, export
 
     report["export"] = {"format": EXPORT_FORMAT, "recipe": RECIPE}
     with tempfile.TemporaryDirectory() as tmp:  # timed apart: the user's cache is left alone

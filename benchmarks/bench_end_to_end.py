@@ -49,7 +49,7 @@ def queries(n: int) -> list[str]:
 def one_pass(index: Any, texts: list[str], k: int, clock: Callable[[], float]) -> dict:
     """Milliseconds per stage for each query, by ``clock``."""
     import simqa
-    from simqa import density
+    import simqa.index.density as density
     from simqa.index.search import SPARE
 
     snapshot = index.snapshot

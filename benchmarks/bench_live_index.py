@@ -81,7 +81,7 @@ def kills(args: argparse.Namespace) -> None:
     import random
     import signal
 
-    from simqa.index import layout
+    import simqa.index.layout as layout
     from simqa.ingest import load
 
     real = list(load([DATA / "lasseregin_medical_qa" / "questionDoctorQAs.json"]))
@@ -147,7 +147,7 @@ def kills(args: argparse.Namespace) -> None:
 
 def filters(args: argparse.Namespace) -> None:
     """Filtered search against exact search over the matching records, per department."""
-    from simqa.store import Filter
+    from simqa.index.store import Filter
 
     index = simqa.open_index(args.index)
     snap = index.snapshot
@@ -189,7 +189,7 @@ def expected(
     """The ranking scores exact search over the matching records gives: the best cosines
     (the best RERANK_DEPTH re-ordered by the hub penalty when the index has one), each
     question once, as a box shows it."""
-    from simqa.density import RERANK_DEPTH
+    from simqa.index.density import RERANK_DEPTH
 
     cosines = matrix @ query
     order = np.argsort(-cosines, kind="stable")
@@ -211,11 +211,11 @@ def expected(
 
 def open_time(args: argparse.Namespace) -> None:
     """Open an index of ``--size`` synthetic vectors: sizes and headers vs every checksum."""
-    from simqa import vectors as vector_indexes
-    from simqa.index import layout
+    import simqa.index.layout as layout
+    import simqa.vectors as vector_indexes
     from simqa.index.build import _save
-    from simqa.manifest import Manifest
-    from simqa.store import RecordStore
+    from simqa.index.manifest import Manifest
+    from simqa.index.store import RecordStore
 
     dim, n = 384, args.size
     with tempfile.TemporaryDirectory(dir=ROOT / "indexes") as tmp:

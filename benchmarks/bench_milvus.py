@@ -42,12 +42,12 @@ import faiss
 import numpy as np
 
 import simqa
-from simqa import vectors as vector_indexes
+import simqa.vectors as vector_indexes
+from simqa.index.store import RecordStore
 from simqa.milvus import from_vectors
 from simqa.milvus.embedded import EmbeddedMilvus
 from simqa.milvus.schema import HIT_FIELDS, vid_of
 from simqa.records import Consultation
-from simqa.store import RecordStore
 from simqa.vectors.tuning import TIE_EPS, tune_search_params
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -85,7 +85,7 @@ def medquad_questions() -> list[str]:
 def real_vectors(limit: int | None = None) -> np.ndarray:
     """MedQuAD questions embedded once with the engine's default encoder, cached as .npy
     (``limit``: the first that many questions, for a smoke run)."""
-    from simqa.embed import shared_encoder
+    from simqa.encode.encoder import shared_encoder
 
     encoder = shared_encoder(None)
     cache = OUT / f"medquad_questions.{encoder.kind}{f'.{limit}' if limit else ''}.npy"

@@ -1,12 +1,12 @@
 """The box's verifier: pair-classification accuracy and added latency (issue 13, item 2).
 
     . .venv/bin/activate
-    python benchmarks/bench_verify.py packaged --index consults     # fit simqa.verify.PACKAGED
+    python benchmarks/bench_verify.py packaged --index consults     # fit simqa.box.verify.PACKAGED
     python benchmarks/bench_verify.py accuracy --index consults --index consults-adapt
 
 ``packaged`` fits the packaged model's verifier exactly as ``simqa adapt`` fits an adapted
 one (300 packaged RQE training pairs held out with seed 0, their labelled and mined different
-questions; ``adapt.calibrate_model``) and prints the constants for ``simqa.verify.PACKAGED``.
+questions; ``adapt.calibrate_model``) and prints the constants for ``simqa.box.verify.PACKAGED``.
 
 ``accuracy`` scores, for each index's encoder as the engine runs it (its int8 ONNX), the
 labelled pairs of MEDIQA RQE validation (302 pairs) and of the Curai MQP half (1,664 pairs),
@@ -57,9 +57,9 @@ QUERIES = [
 
 
 def packaged(index: str, seed: int) -> dict[str, Any]:
-    from simqa.adapt import CALIBRATION_PAIRS, _dedupe, calibrate_model, packaged_pairs
     from simqa.index import open_index
-    from simqa.train import mine_negatives
+    from simqa.learn.adapt import CALIBRATION_PAIRS, _dedupe, calibrate_model, packaged_pairs
+    from simqa.learn.tune import mine_negatives
 
     opened = open_index(index)
     if opened.manifest.model != "all-MiniLM-L6-v2":
@@ -87,9 +87,9 @@ def cosines(encoder: Any, lefts: list[str], rights: list[str]) -> np.ndarray:
 
 
 def accuracy_of(index_name: str, sets: dict[str, tuple], repeats: int) -> dict[str, Any]:
+    from simqa.box.verify import Verifier, verify_hits
     from simqa.evaluate.metrics import accuracy, tune_threshold
     from simqa.index import open_index
-    from simqa.verify import Verifier, verify_hits
 
     idx = open_index(index_name)
     verifier = Verifier.for_index(idx)
@@ -133,7 +133,7 @@ def accuracy_of(index_name: str, sets: dict[str, tuple], repeats: int) -> dict[s
 
 def latency(idx: Any, verifier: Any, repeats: int, verify_hits: Any) -> dict[str, Any]:
     """Added time of the verifier on a box of 5, against the search it follows."""
-    from simqa.threshold import KEEP_ALL
+    from simqa.encode.threshold import KEEP_ALL
 
     boxes = [idx.search(q, k=5, min_score=KEEP_ALL) for q in QUERIES]
     search_ms, verify_ms = [], []

@@ -59,7 +59,7 @@ def main() -> None:
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
         return
-    from simqa.evaluate import evaluate
+    from simqa.evaluate.compare import evaluate
     from simqa.evaluate.embedcache import EmbeddingCache
 
     cache = EmbeddingCache()

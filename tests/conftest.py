@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+from simqa.cli.app import OFFLINE
+
+# the tests never reach the network: the library asks for local files, and this makes sure
+for _name, _value in OFFLINE.items():
+    os.environ.setdefault(_name, _value)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data"

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import simqa
-from simqa.adapt import adapt, packaged_pairs
 from simqa.errors import SimqaError
+from simqa.learn.adapt import adapt, packaged_pairs
 from simqa.records import Consultation
 
 from .conftest import DATA, QUESTION_DOCTOR
@@ -63,7 +63,7 @@ def test_adapt_publishes_a_version_embedded_with_the_adapted_encoder(adapted):
     sample = list(range(0, len(texts), 30))
     fresh = idx.encoder.encode([texts[i] for i in sample])
     assert np.allclose(np.sum(fresh * stored[sample], axis=1), 1.0, atol=2e-3)
-    from simqa.embed import shared_encoder
+    from simqa.encode.encoder import shared_encoder
 
     packaged = shared_encoder(None).encode([texts[i] for i in sample])
     assert np.min(np.sum(packaged * stored[sample], axis=1)) < 0.995

@@ -15,11 +15,11 @@ from sentence_transformers.util import paraphrase_mining_embeddings
 
 import simqa
 from simqa import Consultation
-from simqa.boxes import all_boxes, fragment_name
-from simqa.duplicates import find_duplicates, similar_pairs
+from simqa.box.all_boxes import all_boxes, fragment_name
+from simqa.box.duplicates import find_duplicates, similar_pairs
+from simqa.box.related import NEIGHBOURS, related_faq
 from simqa.ingest import load
 from simqa.ingest.page import parse_page
-from simqa.related import NEIGHBOURS, related_faq
 
 from .conftest import QUESTION_DOCTOR, SEED
 from .test_cli import RECORDS, assert_short_error, run

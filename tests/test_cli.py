@@ -13,7 +13,7 @@ import pytest
 
 import simqa
 from simqa import Consultation
-from simqa.threshold import CALIBRATED
+from simqa.encode.threshold import CALIBRATED
 
 from .conftest import SEED
 

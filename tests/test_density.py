@@ -10,8 +10,8 @@ import pytest
 
 import simqa
 from simqa import Consultation
-from simqa.density import DEFAULT_K, DEFAULT_WEIGHT, neighbour_density
-from simqa.embed import load_encoder
+from simqa.encode.encoder import load_encoder
+from simqa.index.density import DEFAULT_K, DEFAULT_WEIGHT, neighbour_density
 
 from .conftest import DATA
 

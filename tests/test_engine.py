@@ -11,11 +11,11 @@ import pytest
 
 import simqa
 from simqa import Consultation
+from simqa.encode.threshold import CALIBRATED, KEEP_ALL
 from simqa.errors import BadQuery, SimqaError
 from simqa.evaluate.calibrate import calibrate
 from simqa.ingest import load
 from simqa.ingest.page import parse_page, parse_similar_section
-from simqa.threshold import CALIBRATED, KEEP_ALL
 
 from .conftest import DATA, QUESTION_DOCTOR, SEED
 

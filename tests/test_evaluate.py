@@ -14,12 +14,20 @@ import numpy as np
 import pytest
 
 import simqa
+import simqa.evaluate.metrics as metrics
 from simqa import Consultation, SimqaError
-from simqa.density import DEFAULT_WEIGHT
-from simqa.evaluate import Pool, evaluate, metrics, read_pairs
-from simqa.evaluate.methods import DEFAULT_METHODS, HybridRRF, MethodContext, make_method, top_k
-from simqa.evaluate.pairs import sha256_file
-from simqa.evaluate.run import drop_self
+from simqa.evaluate.compare import drop_self, evaluate
+from simqa.evaluate.methods import (
+    DEFAULT_METHODS,
+    HybridRRF,
+    MethodContext,
+    Pool,
+    make_method,
+    top_k,
+)
+from simqa.evaluate.pairs import read_pairs
+from simqa.files import sha256_file
+from simqa.index.density import DEFAULT_WEIGHT
 
 from .conftest import DATA
 
@@ -350,7 +358,7 @@ def test_the_simqa_method_ranks_as_simqa_query_does(tmp_path, hub):
 
 
 def test_sets_that_chose_settings_are_labelled(tmp_path, capsys):
-    from simqa.evaluate.cli_command import print_table
+    from simqa.cli.eval_command import print_table
 
     rqe = RQE_DIR / "MEDIQA2019-Task2-RQE-ValidationSet-AMIA2016.xml"
     rows = evaluate(rqe, methods=["bm25"], limit=10)
@@ -407,7 +415,7 @@ def test_disk_cache_round_trip(tmp_path, monkeypatch):
 
 
 def test_eval_command_prints_json_and_table(tmp_path, capsys):
-    from simqa.evaluate.cli_command import eval_command
+    from simqa.cli.eval_command import eval_command
 
     pairs = write_jsonl(tmp_path / "p.jsonl", [
         {"query": "knee pain after running", "positives": ["knee pain when I run"],

@@ -13,7 +13,7 @@ import pytest
 
 import simqa
 from simqa.index.hits import question_key
-from simqa.store import Filter
+from simqa.index.store import Filter
 
 from .conftest import DATA
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from simqa import ingest
+import simqa.ingest as ingest
 from simqa.errors import BadRecord, SimqaError
 from simqa.ingest import IngestReport, parse_page, parse_similar_section, write_csv, write_jsonl
 from simqa.records import Consultation, Reply

@@ -8,8 +8,8 @@ import pytest
 
 import simqa
 from simqa import Consultation
+from simqa.encode.models import resolve_model
 from simqa.errors import IndexCorrupt, ModelMismatch
-from simqa.models import resolve_model
 
 from .test_cli import assert_short_error, run
 

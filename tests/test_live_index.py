@@ -22,9 +22,9 @@ import pytest
 from filelock import FileLock
 
 import simqa
+import simqa.index.layout as layout
 from simqa import Consultation
 from simqa.errors import IndexMissing, UnknownConsultation
-from simqa.index import layout
 
 from .conftest import QUESTION_DOCTOR
 from .test_cli import assert_short_error, run

@@ -13,9 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simqa.embed import Encoder, load_encoder
-from simqa.errors import SimqaError
-from simqa.onnx_encoder import (
+from simqa.encode.encoder import Encoder, load_encoder
+from simqa.encode.onnx import (
     FP32,
     INT8,
     META,
@@ -26,6 +25,7 @@ from simqa.onnx_encoder import (
     model_key,
     prune_cache,
 )
+from simqa.errors import SimqaError
 
 from .conftest import DATA
 
@@ -201,7 +201,7 @@ def test_stale_exports_are_pruned(tmp_path):
 
 def test_query_path_needs_no_torch(exported):
     code = (
-        "import sys; from simqa.onnx_encoder import OnnxEncoder; "
+        "import sys; from simqa.encode.onnx import OnnxEncoder; "
         f"v = OnnxEncoder(cache_dir={str(exported)!r}).encode(['chest pain at night']); "
         "assert v.shape == (1, 384); assert 'torch' not in sys.modules, 'torch imported'"
     )

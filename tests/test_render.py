@@ -9,11 +9,11 @@ import pytest
 
 import simqa
 from simqa import Consultation
+from simqa.box.related import Topic, join_tag, related_faq, split_tag, topics_of
+from simqa.box.render import question_after_title, render, safe_url
 from simqa.index import Hit
 from simqa.ingest import load
 from simqa.ingest.page import parse_page, parse_similar_section
-from simqa.related import Topic, join_tag, related_faq, split_tag, topics_of
-from simqa.render import question_after_title, render, safe_url
 
 from .conftest import DATA, QUESTION_DOCTOR, SEED
 

@@ -14,10 +14,11 @@ import pytest
 
 import simqa
 from simqa import Consultation, SimqaError
-from simqa.evaluate import evaluate
-from simqa.evaluate.pairs import read_pairs, sha256_file
-from simqa.train import (
-    TRAINING_RECORD,
+from simqa.encode.models import TRAINING_RECORD
+from simqa.evaluate.compare import evaluate
+from simqa.evaluate.pairs import read_pairs
+from simqa.files import sha256_file
+from simqa.learn.tune import (
     TrainPair,
     corpus_pairs,
     fine_tune,
@@ -99,7 +100,7 @@ def test_tuned_model_is_recorded_and_round_trips_through_build_and_query(tiny, t
     assert [h.id for h in found] == ["cough"]
 
     # the weights moved: the tuned model embeds differently from the base model
-    from simqa.embed import load_encoder
+    from simqa.encode.encoder import load_encoder
 
     text = ["How should I treat polymenorrhea in a 14-year-old girl?"]
     tuned, base = load_encoder(str(tiny["out"])).encode(text), load_encoder().encode(text)
@@ -164,7 +165,7 @@ def test_training_pair_sources(tmp_path):
 def test_reranker_learns_to_put_the_paraphrase_first(tmp_path, rqe_queries):
     """A reranker trained briefly from the packaged MiniLM weights must prefer each held-out
     query's reformulation over unrelated questions far more often than chance."""
-    from simqa.rerank import Reranker, train_reranker
+    from simqa.learn.rerank import Reranker, train_reranker
 
     train = tmp_path / "train.jsonl"
     train.write_text("\n".join(_query_lines(rqe_queries[100:196])) + "\n", encoding="utf-8")
@@ -190,8 +191,8 @@ def test_reranker_learns_to_put_the_paraphrase_first(tmp_path, rqe_queries):
 def test_negatives_mined_among_an_index_questions(tmp_path):
     """With an index's questions in the pool, the templated near misses it holds become the
     hard negatives: close to the anchor, yet clearly below its own positive."""
-    from simqa.embed import load_encoder
-    from simqa.train import index_questions, mine_negatives
+    from simqa.encode.encoder import load_encoder
+    from simqa.learn.tune import index_questions, mine_negatives
 
     templates = [
         "What are the symptoms of {}?", "What is the outlook for {}?", "Is {} inherited?",

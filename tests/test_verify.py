@@ -5,9 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from simqa.box.verify import (
+    PACKAGED,
+    VerifiedHit,
+    Verifier,
+    fit_logistic,
+    verifier_for,
+    verify_hits,
+)
+from simqa.encode.threshold import KEEP_ALL
 from simqa.errors import SimqaError
-from simqa.threshold import KEEP_ALL
-from simqa.verify import PACKAGED, VerifiedHit, Verifier, fit_logistic, verifier_for, verify_hits
 
 from .conftest import DATA
 
@@ -36,7 +43,7 @@ def test_fitting_needs_both_kinds_of_pair():
 
 
 def test_the_packaged_verifier_tells_rqe_validation_pairs_apart_better_than_chance():
-    from simqa.embed import shared_encoder
+    from simqa.encode.encoder import shared_encoder
     from simqa.evaluate.pairs import read_pairs
 
     verifier = Verifier.from_record(PACKAGED["all-MiniLM-L6-v2"], "packaged")

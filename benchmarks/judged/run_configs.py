@@ -52,12 +52,12 @@ from typing import Any
 import numpy as np
 
 import simqa
-from simqa import density as hubs
+import simqa.index.density as hubs
+from simqa.box.render import NO_REPLY, excerpt, title_of
+from simqa.encode.threshold import KEEP_ALL
 from simqa.evaluate.judged import K, pair_id, text_key
 from simqa.evaluate.methods import BM25Method, Pool, parse_spec, top_k
 from simqa.index import Index, check_query
-from simqa.render import NO_REPLY, excerpt, title_of
-from simqa.threshold import KEEP_ALL
 
 HERE = Path(__file__).resolve().parent
 RUNS = HERE / "runs"
@@ -205,9 +205,9 @@ def engine(queries: list[str], params: dict[str, str], default_index: str) -> tu
 
 
 def verified(queries: list[str], params: dict[str, str], default_index: str) -> tuple[Ranked, dict]:
-    """``engine``, then the box's verifier (simqa.verify): ``mode=drop`` leaves out the hits
+    """``engine``, then the box's verifier (simqa.box.verify): ``mode=drop`` leaves out the hits
     it judges a different question, so a box may hold fewer than k."""
-    from simqa.verify import verifier_for, verify_hits
+    from simqa.box.verify import verifier_for, verify_hits
 
     c = corpus(params.get("index", default_index))
     mode = params.get("mode", "drop")
@@ -228,7 +228,7 @@ def rerank(queries: list[str], params: dict[str, str], default_index: str) -> tu
     """The default box's exact ranking (each question once) to ``depth`` (12), reordered by a
     cross-encoder (``model=DIR``, made by ``simqa tune --reranker``); ``weight=W`` adds W x
     cosine to its logit. With the deep pool graded, every hit it can show is judged."""
-    from simqa.rerank import Reranker
+    from simqa.learn.rerank import Reranker
 
     depth = int(params.get("depth", 12))
     first, how = dense(queries, {**params, "hub": "0", "distinct": "1", "k": str(depth)},

@@ -6,10 +6,12 @@ hits = index.search("leg jerks while falling asleep", k=4)
 print(simqa.render(hits, "text"))
 """
 
+from importlib.metadata import version
+
+from simqa.box.render import render
 from simqa.errors import SimqaError
 from simqa.index import Hit, Index, build, open_index
 from simqa.records import Consultation, Reply
-from simqa.render import render
 
 __all__ = ["Consultation", "Hit", "Index", "Reply", "SimqaError", "build", "open_index", "render"]
-__version__ = "0.1.0"
+__version__ = version("simqa")

@@ -1,3 +1,3 @@
-from simqa.cli import main
+from simqa.cli.app import main
 
 main()

@@ -1,7 +1,7 @@
 """Measure the min-score threshold of a model on labelled validation pairs.
 
 ``simqa calibrate`` and ``simqa tune --calibrate-on`` use it; the engine only reads the
-result (``simqa.threshold``), so it never depends on the evaluation code.
+result (``simqa.encode.threshold``), so it never depends on the evaluation code.
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
+import simqa.evaluate.metrics as metrics
+from simqa.encode.models import resolve_model
+from simqa.encode.threshold import KEEP_SIMILAR
 from simqa.errors import SimqaError
-from simqa.evaluate import metrics
 from simqa.evaluate.embedcache import EmbeddingCache
 from simqa.evaluate.pairs import read_pairs
-from simqa.models import resolve_model
-from simqa.threshold import KEEP_SIMILAR
 
 
 def calibrate(

@@ -18,19 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from simqa.embed import shared_encoder
-from simqa.models import resolve_model
+from simqa.encode.encoder import shared_encoder
+from simqa.encode.models import resolve_model
+from simqa.files import cache_dir
 
 #: the encoder of the evaluation's exact baselines: sentence-transformers itself
 TORCH = "torch"
-
-
-def cache_dir() -> Path:
-    """``$SIMQA_CACHE`` or ``$XDG_CACHE_HOME/simqa`` (``~/.cache/simqa``)."""
-    if os.environ.get("SIMQA_CACHE"):
-        return Path(os.environ["SIMQA_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "simqa"
 
 
 def model_fingerprint(name: str) -> str:
@@ -158,6 +151,6 @@ class EmbeddingCache:
 
 def _export_recipe() -> str:
     """The onnx export's format and recipe: vectors of another export are not reused."""
-    from simqa.onnx_encoder import EXPORT_FORMAT, RECIPE
+    from simqa.encode.onnx import EXPORT_FORMAT, RECIPE
 
     return f"{EXPORT_FORMAT}:{RECIPE}"

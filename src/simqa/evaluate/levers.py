@@ -89,7 +89,7 @@ _SCORES: dict[str, dict[tuple[str, str], float]] = {}
 
 
 def _rerank(spec: str, context: MethodContext, params: dict[str, str]) -> Method:
-    from simqa.rerank import Reranker
+    from simqa.learn.rerank import Reranker
 
     path = params.pop("model", None)
     if not path:

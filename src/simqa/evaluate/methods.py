@@ -299,7 +299,7 @@ class SimqaVectors(DenseExact):
         shared by every ``simqa`` spec on the same model, encoder and pool."""
         key = (self.model, self.encoder, pool.key)
         if key not in self._engines:
-            from simqa import vectors as backends
+            import simqa.vectors as backends
             from simqa.index.build import DEFAULT_RECALL
 
             vectors = self.pool_vectors(pool)
@@ -314,7 +314,7 @@ class SimqaVectors(DenseExact):
             self._engines[key] = {"kind": kind, "index": index, "density": None}
         engine = self._engines[key]
         if self.hub and engine["density"] is None:
-            from simqa.density import neighbour_density
+            from simqa.index.density import neighbour_density
 
             vectors = self.pool_vectors(pool)
             ids = np.arange(len(vectors), dtype=np.int64)
@@ -328,7 +328,7 @@ class SimqaVectors(DenseExact):
         """The engine's order: its first ``RERANK_DEPTH`` candidates (what a query for up to
         56 hits asks the index for) re-ordered by the penalty, then the rest the same way,
         below them; candidates under ``min_score`` are dropped (-1), as a query drops them."""
-        from simqa.density import RERANK_DEPTH, penalised
+        from simqa.index.density import RERANK_DEPTH, penalised
 
         index = self._prepare(pool)
         q = self.embed(queries)
@@ -355,7 +355,7 @@ class SimqaVectors(DenseExact):
         return super().score(queries, pool, columns)
 
     def score(self, queries: Sequence[str], pool: Pool, columns: np.ndarray) -> np.ndarray:
-        from simqa.density import penalised
+        from simqa.index.density import penalised
 
         cosine = self.similarity(queries, pool, columns)
         if not self.hub:
@@ -365,9 +365,9 @@ class SimqaVectors(DenseExact):
 
 
 def _simqa(spec: str, context: MethodContext, params: dict[str, str]) -> Method:
-    from simqa.density import DEFAULT_WEIGHT
-    from simqa.embed import DEFAULT_ENCODER
-    from simqa.threshold import default_min_score
+    from simqa.encode.encoder import DEFAULT_ENCODER
+    from simqa.encode.threshold import default_min_score
+    from simqa.index.density import DEFAULT_WEIGHT
 
     model = _model_param(params, context)
     hub = _number(params, "hub", DEFAULT_WEIGHT, spec)

@@ -10,7 +10,6 @@ candidate pool, which is every distinct question of the set. Texts are normalise
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import random
 from collections.abc import Iterable
@@ -19,6 +18,7 @@ from pathlib import Path
 from xml.parsers import expat
 
 from simqa.errors import SimqaError
+from simqa.files import sha256_file
 from simqa.records import normalise
 
 FORMATS = ("mqp", "rqe", "meqsum", "jsonl")
@@ -86,14 +86,6 @@ def unique_texts(queries: Iterable[EvalQuery]) -> list[str]:
         for text in (*q.positives, *q.negatives):
             seen.setdefault(text)
     return list(seen)
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_pairs(path: str | Path, format: str | None = None) -> PairSet:

@@ -15,16 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from simqa import density as hubs
-from simqa import vectors as vector_indexes
-from simqa.embed import DEFAULT_ENCODER, shared_encoder
+import simqa.index.density as hubs
+import simqa.index.layout as layout
+import simqa.vectors as vector_indexes
+from simqa.encode.encoder import DEFAULT_ENCODER, shared_encoder
+from simqa.encode.models import resolve_model
 from simqa.errors import ModelMismatch, SimqaError
-from simqa.index import layout
+from simqa.index.manifest import Manifest
 from simqa.index.snapshot import DENSITY, EMBEDDING_IDS, EMBEDDINGS, RECORDS, Snapshot
-from simqa.manifest import Manifest
-from simqa.models import resolve_model
+from simqa.index.store import RecordStore
 from simqa.records import Consultation
-from simqa.store import RecordStore
 from simqa.vectors.base import VectorIndex
 from simqa.vectors.tuning import tune_search_params
 
@@ -61,8 +61,8 @@ def build_index(
     ``memory`` is a budget in bytes for the vector index; with ``index_type`` unset the
     type is chosen from the corpus size and that budget. ``min_score`` is recorded as the
     index's default threshold (``"auto"``: calibrated for the model, see
-    ``simqa.threshold``; None: none). ``hub_penalty`` is the weight of the density penalty
-    (``simqa.density``; 0: off; None: keep an appended index's, the default for a new one).
+    ``simqa.encode.threshold``; None: none). ``hub_penalty`` is the weight of the density penalty
+    (``simqa.index.density``; 0: off; None: keep an appended index's, the default for a new one).
     ``wait`` is how long to wait for another writer before giving up (IndexBusy).
     """
     if recall is not None and not 0 < recall <= 1:
@@ -366,7 +366,7 @@ class _Counted:
 def _records_from(
     sources: Iterable[Consultation | str | Path], fmt: str | None, strict: bool, report: Any
 ) -> Iterator[Consultation]:
-    from simqa import ingest
+    import simqa.ingest as ingest
 
     paths: list[str | Path] = []
     for item in sources:
@@ -383,7 +383,7 @@ def _min_score(given: float | str | None, model: str, previous: Manifest | None)
         return None if given is None else float(given)
     if previous is not None:
         return previous.min_score
-    from simqa.threshold import default_min_score
+    from simqa.encode.threshold import default_min_score
 
     return default_min_score(model)
 
@@ -393,6 +393,7 @@ def _now() -> str:
 
 
 def _version() -> str:
-    from simqa import __version__
+    from importlib.metadata import version
 
+    __version__ = version("simqa")
     return __version__

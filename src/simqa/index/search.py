@@ -20,16 +20,16 @@ from typing import Any, Unpack
 
 import numpy as np
 
-from simqa import density as hubs
-from simqa.embed import shared_encoder, threads
+import simqa.index.density as hubs
+import simqa.index.layout as layout
+from simqa.encode.encoder import shared_encoder, threads
+from simqa.encode.models import resolve_model
 from simqa.errors import ModelMismatch, UnknownConsultation
-from simqa.index import layout
 from simqa.index.hits import Filters, Hit, check_k, check_query, question_key
+from simqa.index.manifest import Manifest
 from simqa.index.snapshot import EXACT_SUBSET_MAX, Snapshot
-from simqa.manifest import Manifest
-from simqa.models import resolve_model
+from simqa.index.store import Filter
 from simqa.records import Consultation, normalise
-from simqa.store import Filter
 from simqa.vectors.faissio import set_threads
 
 #: candidates fetched beyond k, so that a few excluded or missing ones need no second pass

@@ -15,10 +15,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from simqa import vectors as vector_indexes
+import simqa.vectors as vector_indexes
 from simqa.errors import IndexCorrupt, SimqaError
-from simqa.manifest import Manifest
-from simqa.store import RecordStore
+from simqa.index.manifest import Manifest
+from simqa.index.store import RecordStore
 
 RECORDS = "records.sqlite"
 DENSITY = "density.npy"

@@ -12,7 +12,7 @@ A page reads, line by line::
     Similar Q&A          (optional: entries of title, question start, Dr line,
                           reply start ending in "[Read More] TITLE")
     Related FAQ          (optional: "Topic(Department)" lines, kept as the record's tags
-                          with their departments: "Leg(Neurology)", see simqa.related)
+                          with their departments: "Leg(Neurology)", see simqa.box.related)
 
 Where pages start (several pages in one file): every page has exactly one asker line
 (a line ending in ``Ask Date: <date>``). The title and question are the lines just above
@@ -36,11 +36,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from simqa.box.related import join_tag
 from simqa.errors import BadRecord
 from simqa.ingest.report import Problem
 from simqa.ingest.text import one_line, read_text, stable_id, tidy
 from simqa.records import Consultation
-from simqa.related import join_tag
 
 EXTENSIONS = (".txt", ".page")
 

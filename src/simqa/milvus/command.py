@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+import simqa.index.layout as layout
+import simqa.milvus.write as write
 from simqa.errors import SimqaError
-from simqa.index import layout
 from simqa.index.build import _records_from
-from simqa.milvus import write
 from simqa.milvus.client import Connection
 from simqa.milvus.index import MilvusIndex
 from simqa.records import Consultation

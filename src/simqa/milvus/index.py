@@ -21,19 +21,20 @@ from typing import Any, Unpack
 
 import numpy as np
 
-from simqa.embed import shared_encoder
+import simqa.index.layout as layout
+import simqa.milvus.schema as schema
+import simqa.milvus.write as write
+from simqa.encode.encoder import shared_encoder
+from simqa.encode.models import resolve_model
 from simqa.errors import ModelMismatch, SimqaError, UnknownConsultation
-from simqa.index import layout
 from simqa.index.hits import Filters, Hit, check_k, check_query, question_key
+from simqa.index.manifest import FILENAME, Manifest
 from simqa.index.search import SPARE, Index
 from simqa.index.snapshot import EXACT_SUBSET_MAX
-from simqa.manifest import FILENAME, Manifest
-from simqa.milvus import schema, write
+from simqa.index.store import Filter
 from simqa.milvus.client import Connection
 from simqa.milvus.vectors import MAX_TOPK, MilvusVectors
-from simqa.models import resolve_model
 from simqa.records import Consultation, normalise
-from simqa.store import Filter
 
 #: rows per request when reading the whole collection
 SCAN_BATCH = 1000

@@ -18,8 +18,8 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 
 from simqa.errors import SimqaError
+from simqa.index.store import Filter
 from simqa.records import Consultation, iso_date
-from simqa.store import Filter
 
 #: Milvus caps a VARCHAR at 65,535 bytes; the whole record is stored as one JSON text
 RECORD_BYTES = 65_535
@@ -27,7 +27,7 @@ KEY_BYTES = 512
 MAX_TAGS = 256
 #: the fields a search returns: enough to rebuild the record and dedupe the box
 HIT_FIELDS = ["id", "record"]
-_TOPIC_DEPARTMENT = re.compile(r"\s*\([^()]*\)$")  # as simqa.store: Leg(Neurology) -> Leg
+_TOPIC_DEPARTMENT = re.compile(r"\s*\([^()]*\)$")  # as simqa.index.store: Leg(Neurology) -> Leg
 
 
 def vid_of(record_id: str) -> int:

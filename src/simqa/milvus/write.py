@@ -38,14 +38,14 @@ from typing import Any
 
 import numpy as np
 
-from simqa.embed import DEFAULT_ENCODER, shared_encoder
+import simqa.index.layout as layout
+import simqa.milvus.schema as schema
+from simqa.encode.encoder import DEFAULT_ENCODER, shared_encoder
+from simqa.encode.models import resolve_model
 from simqa.errors import ModelMismatch, SimqaError
-from simqa.index import layout
-from simqa.manifest import FILENAME, Manifest
-from simqa.milvus import schema
+from simqa.index.manifest import FILENAME, Manifest
 from simqa.milvus.client import Connection
 from simqa.milvus.vectors import MilvusVectors, choose
-from simqa.models import resolve_model
 from simqa.records import Consultation
 from simqa.vectors.tuning import tune_search_params
 
@@ -632,7 +632,7 @@ def _dedupe(records: Iterable[Consultation]) -> Iterator[Consultation]:
 def _min_score(given: float | str | None, model: str) -> float | None:
     if given != "auto":
         return None if given is None else float(given)
-    from simqa.threshold import default_min_score
+    from simqa.encode.threshold import default_min_score
 
     return default_min_score(model)
 
@@ -642,6 +642,7 @@ def _line(exc: BaseException) -> str:
 
 
 def _version() -> str:
-    from simqa import __version__
+    from importlib.metadata import version
 
+    __version__ = version("simqa")
     return __version__

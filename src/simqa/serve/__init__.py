@@ -7,6 +7,6 @@ picks up the newest published version of the index, so a write made through any 
 """
 
 from simqa.serve.app import create_app
-from simqa.serve.run import serve
+from simqa.serve.server import serve
 
 __all__ = ["create_app", "serve"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from fastapi import FastAPI
 
+import simqa.serve.errors as errors
 from simqa.index import Index, open_index
-from simqa.serve import errors
 from simqa.serve.bodylimit import BodyLimit
 from simqa.serve.layout import page_templates
 from simqa.serve.routes import consultations, info, pages, search
@@ -52,8 +52,9 @@ def create_app(
             app.state.writer.close()
         index.close()
 
-    from simqa import __version__
+    from importlib.metadata import version
 
+    __version__ = version("simqa")
     app = FastAPI(
         title="simqa",
         version=__version__,

@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from simqa import errors
+import simqa.errors as errors
 from simqa.serve.writer import WriterGone
 
 log = logging.getLogger("simqa.serve")

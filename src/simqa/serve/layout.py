@@ -1,5 +1,5 @@
 """The page templates (package data) and the helpers they lay records out with: the same
-excerpts and bylines as ``simqa.render``, so the page's box reads like the CLI's."""
+excerpts and bylines as ``simqa.box.render``, so the page's box reads like the CLI's."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from urllib.parse import urlsplit
 import jinja2
 from fastapi.templating import Jinja2Templates
 
-from simqa.records import Consultation, Reply, normalise
-from simqa.render import (
+from simqa.box.render import (
     NO_REPLY,
     QUESTION_CHARS,
     REPLY_CHARS,
@@ -19,6 +18,7 @@ from simqa.render import (
     nothing_found,
     title_of,
 )
+from simqa.records import Consultation, Reply, normalise
 
 TEMPLATES = Path(__file__).parent / "templates"
 

@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from simqa.errors import SimqaError, UnknownConsultation
 from simqa.records import Consultation
 from simqa.serve.deps import live_index, require_writer
-from simqa.serve.models import ERRORS, WriteOut
+from simqa.serve.schemas import ERRORS, WriteOut
 
 router = APIRouter(prefix="/v1/consultations", tags=["consultations"], responses=ERRORS)
 

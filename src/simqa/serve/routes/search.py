@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from simqa.box.render import render
 from simqa.errors import BadQuery
 from simqa.index import Hit, Index
 from simqa.index.hits import MAX_QUERY_CHARS
-from simqa.render import render
 from simqa.serve.deps import BoxParams, FormatParam, live_index
-from simqa.serve.models import ERRORS, BatchOut, SearchIn, SearchOut, SimilarOut
+from simqa.serve.schemas import ERRORS, BatchOut, SearchIn, SearchOut, SimilarOut
 
 router = APIRouter(prefix="/v1", tags=["similar Q&A"], responses=ERRORS)
 

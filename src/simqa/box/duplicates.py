@@ -23,10 +23,10 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from simqa.box.render import excerpt, plain, question_after_title, title_of
 from simqa.errors import IndexCorrupt, SimqaError
 from simqa.index import Index
 from simqa.records import Consultation
-from simqa.render import excerpt, plain, question_after_title, title_of
 
 DEFAULT_MIN_SCORE = 0.95
 #: below this many vectors the range search is exact (flat)

@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from simqa.encode.models import resolve_model
 from simqa.errors import SimqaError
-from simqa.models import resolve_model
 
 
 class Encoder:
@@ -35,7 +35,7 @@ class Encoder:
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
         try:
-            self.model = SentenceTransformer(location, device="cpu")
+            self.model = SentenceTransformer(location, device="cpu", local_files_only=True)
         except (OSError, ValueError) as exc:
             raise SimqaError(
                 f"cannot load model {model!r} offline: give a local model directory "
@@ -63,7 +63,7 @@ def load_encoder(model: str | None = None, kind: str = "torch", threads: int | N
     if kind == "torch":
         return Encoder(model, threads=threads)
     if kind == "onnx":
-        from simqa.onnx_encoder import OnnxEncoder
+        from simqa.encode.onnx import OnnxEncoder
 
         return OnnxEncoder(model, threads=threads)
     raise SimqaError(f"unknown encoder {kind!r}; choose torch or onnx")

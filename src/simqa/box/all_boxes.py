@@ -19,11 +19,11 @@ from pathlib import Path
 from typing import IO, Any, Unpack
 from urllib.parse import quote
 
+from simqa.box.related import NEIGHBOURS, Topic, rank_topics, topics_of
+from simqa.box.render import box_json, render
+from simqa.box.verify import verifier_for, verify_hits
 from simqa.errors import SimqaError
 from simqa.index import Filters, Hit, Index, check_k
-from simqa.related import NEIGHBOURS, Topic, rank_topics, topics_of
-from simqa.render import box_json, render
-from simqa.verify import verifier_for, verify_hits
 
 #: --all with these formats writes one file per consultation into a folder
 FRAGMENT_FORMATS = {"html": ".html", "markdown": ".md"}
@@ -51,7 +51,7 @@ def all_boxes(
     **filters: Unpack[Filters],
 ) -> Iterator[Box]:
     """Every consultation's box, in the index's order, as ``simqa similar ID`` shows it:
-    the first ``k`` hits (checked by the verifier, ``simqa.verify``), and the Related FAQ
+    the first ``k`` hits (checked by the verifier, ``simqa.box.verify``), and the Related FAQ
     pooled from ``related.NEIGHBOURS`` neighbours."""
     wide = max(check_k(k), NEIGHBOURS)
     verifier = verifier_for(index, verify)

@@ -7,17 +7,14 @@ local Hugging Face cache, works too. Both encoders (torch and onnx) resolve name
 
 from __future__ import annotations
 
-import os
+import json
 from pathlib import Path
 
 from simqa.errors import SimqaError
 
-# No hub access at run time: a model must already be on disk.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
+#: what a model made by ``simqa tune`` / ``adapt`` records beside its weights: the files it
+#: learnt from (so evaluation can refuse them) and, after adapt, the verifier's curve
+TRAINING_RECORD = "simqa_training.json"
 DEFAULT_MODEL = "all-MiniLM-L6-v2"
 _PACKAGED = {DEFAULT_MODEL, f"sentence-transformers/{DEFAULT_MODEL}"}
 
@@ -36,3 +33,21 @@ def resolve_model(model: str | None) -> tuple[str, str]:
         resolved = str(path.resolve())
         return resolved, resolved
     return model, model
+
+
+def training_record(model: str | Path | None) -> dict:
+    """The ``TRAINING_RECORD`` beside a model directory, or {} for a model simqa did not train."""
+    if not model:
+        return {}
+    record = Path(model) / TRAINING_RECORD
+    try:
+        data = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def trained_on(model: str | Path | None) -> dict[str, str]:
+    """{file: sha256} a model made by ``simqa tune`` (or its reranker training) learnt from."""
+    files = training_record(model).get("files", {})
+    return dict(files) if isinstance(files, dict) else {}

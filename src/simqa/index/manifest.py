@@ -7,7 +7,6 @@ are caught by their checksums before faiss or SQLite read them.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from simqa.errors import IndexCorrupt, ModelMismatch
+from simqa.files import sha256_file
 
 #: 2: records carry ask_iso and a tags table (the date and tag filters)
 FORMAT_VERSION = 2
@@ -64,7 +64,7 @@ class Manifest:
             if known is not None and base is not None and _same_file(path, base / path.name):
                 self.files[path.name] = dict(known)
             else:
-                self.files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256(path)}
+                self.files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
         (directory / FILENAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
 
     @classmethod
@@ -122,7 +122,7 @@ class Manifest:
                 with path.open("rb") as handle:
                     if handle.read(len(magic)) != magic:
                         raise IndexCorrupt(f"index file {path} has a damaged header")
-            if checksums and sha256(path) != expected["sha256"]:
+            if checksums and sha256_file(path) != expected["sha256"]:
                 raise IndexCorrupt(f"index file {path} fails its checksum (corrupted)")
 
 
@@ -133,6 +133,3 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()

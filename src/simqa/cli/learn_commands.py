@@ -1,16 +1,16 @@
-"""``simqa tune``: the command over fine-tuning (``simqa.train``) and reranker training
-(``simqa.rerank``), kept apart so that neither training module imports the other's user."""
+"""``simqa tune``, ``adapt`` and ``calibrate``: training the encoder (``simqa.learn``) and
+measuring its threshold (``simqa.evaluate.calibrate``)."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from simqa.rerank import train_reranker
-from simqa.train import fine_tune
+from simqa.cli.options import IndexOpt, WaitOpt, echo
 
 SourcesArg = Annotated[
     list[Path],
@@ -60,6 +60,8 @@ def tune_command(
     ] = None,
 ) -> None:
     """Fine-tune the embedding model (or train a reranker) on labelled pairs, on the CPU."""
+    from simqa.learn.rerank import train_reranker
+    from simqa.learn.tune import fine_tune
 
     def log(message: str) -> None:
         typer.echo(message, err=True)
@@ -78,3 +80,54 @@ def tune_command(
         record = fine_tune(sources, out, max_seq_length=max_length or 128, mine=bool(mine),
                       negatives_from=negatives_from, calibrate_on=calibrate_on, **common)
     typer.echo(json.dumps(record, indent=2))
+
+
+def adapt(
+    index: IndexOpt = "default",
+    pairs: Annotated[
+        list[Path] | None,
+        typer.Option("--pairs", help="Labelled pairs to train on (default: the packaged "
+                     "MEDIQA/AMIA 2016 RQE training pairs); repeatable."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for sampling, mining and training.")] = 0,
+    max_pairs: Annotated[int, typer.Option(help="Pairs to train on (a seeded sample).")] = 1280,
+    epochs: Annotated[float, typer.Option(help="Passes over the training pairs.")] = 1.0,
+    hub_penalty: Annotated[
+        float | None, typer.Option(help="Hub penalty weight of the new version (default: keep).")
+    ] = None,
+    wait: WaitOpt = 300.0,
+) -> None:
+    """Fine-tune the index's encoder for this index on the CPU, re-embed it, publish it."""
+    from simqa.learn.adapt import adapt as adapt_index
+
+    def log(message: str) -> None:
+        typer.echo(message, err=True)
+
+    record = adapt_index(
+        index, pairs, seed=seed, max_pairs=max_pairs, epochs=epochs, hub_penalty=hub_penalty,
+        wait=wait, progress=sys.stderr.isatty(), log=log,
+    )  # fmt: skip
+    echo(json.dumps(record, indent=2))
+
+
+
+def calibrate(
+    pairs: Annotated[Path, typer.Argument(help="Labelled validation pairs (never an eval set).")],
+    model: Annotated[
+        str | None, typer.Option(help="Embedding model (default all-MiniLM-L6-v2).")
+    ] = None,
+    check: Annotated[
+        list[Path] | None, typer.Option(help="Also report the threshold's accuracy on these pairs.")
+    ] = None,
+) -> None:
+    """Measure the min-score threshold on labelled pairs; prints JSON (use it with build)."""
+    from simqa.evaluate.calibrate import accuracy_at
+    from simqa.evaluate.calibrate import calibrate as calibrate_pairs
+
+    result = calibrate_pairs(pairs, model)
+    result["transfer_accuracy"] = {
+        str(other): round(accuracy_at(other, result["min_score"], model), 4)
+        for other in check or []
+    }
+    echo(json.dumps(result, indent=2))
+

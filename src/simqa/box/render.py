@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from simqa.box.related import Topic
 from simqa.errors import SimqaError
 from simqa.index import Hit
 from simqa.records import Consultation, normalise
-from simqa.related import Topic
 
 FORMATS = ("text", "json", "markdown", "html")
 HEADING = "Similar Q&A"

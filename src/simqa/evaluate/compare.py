@@ -18,12 +18,13 @@ from typing import Any
 
 import numpy as np
 
+import simqa.evaluate.levers  # noqa: F401  (registers rerank, truncate, hybrid-score)
+import simqa.evaluate.metrics as metrics
+from simqa.encode.models import trained_on
 from simqa.errors import SimqaError
-from simqa.evaluate import metrics
 from simqa.evaluate.embedcache import EmbeddingCache
 from simqa.evaluate.methods import DEFAULT_METHODS, Method, MethodContext, Pool, similarity
 from simqa.evaluate.pairs import PairSet, read_pairs, same_file
-from simqa.train import refuse_trained_on
 
 #: how deep each method's list is read; the first positive below it adds 0 to mrr
 MRR_DEPTH = 100
@@ -247,3 +248,15 @@ def _accuracy(
         "threshold": round(threshold, 4),
         "tune_accuracy": tuned,
     }
+
+
+def refuse_trained_on(method: Any, checksum: str, evaluated: str | Path) -> None:
+    """Raise if a method's model (or reranker) was trained on the file being evaluated."""
+    models = [getattr(method, "model", None), *getattr(method, "trained_models", ())]
+    for model in models:
+        for file, sha in trained_on(model).items():
+            if sha == checksum:
+                raise SimqaError(
+                    f"refusing to evaluate {model} on {evaluated}: it was trained on that "
+                    f"file ({file}); evaluate on held-out data"
+                )

@@ -1,4 +1,4 @@
-"""``simqa eval``: the command-line face of ``simqa.evaluate.evaluate``."""
+"""``simqa eval``: the command-line face of ``simqa.evaluate.compare.evaluate``."""
 
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def eval_command(
     k: KOpt = 10,
 ) -> None:
     """Measure how often each method ranks the right question first, on labelled pairs."""
-    from simqa.evaluate.run import evaluate
+    from simqa.evaluate.compare import evaluate
 
     def log(message: str) -> None:
         print(message, file=sys.stderr)

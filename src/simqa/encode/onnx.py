@@ -1,4 +1,4 @@
-"""The same encoder as :mod:`simqa.embed`, run by onnxruntime: faster, and no torch at query time.
+"""The encoder of :mod:`simqa.encode.encoder`, run by onnxruntime: faster, no torch at query time.
 
 The sentence-transformers model is exported once to ONNX (``torch.onnx.export``) and its
 MatMul weights quantised to int8 (``onnxruntime.quantization.quantize_dynamic``), offline from
@@ -35,8 +35,9 @@ from typing import Any
 
 import numpy as np
 
+import simqa.files as files
+from simqa.encode.models import resolve_model
 from simqa.errors import SimqaError
-from simqa.models import resolve_model
 
 # Bump when the exported files or the recipe change, so old cache folders are not reused.
 EXPORT_FORMAT = 2
@@ -50,15 +51,6 @@ PRECISIONS = {"int8": INT8, "fp32": FP32}
 BUNDLED = "onnx"
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 _SKIP_DIRS = {".git", "onnx", "openvino", "__pycache__"}
-
-
-def cache_root() -> Path:
-    """Where simqa keeps derived files: ``$SIMQA_CACHE`` or ``~/.cache/simqa``."""
-    env = os.environ.get("SIMQA_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "simqa"
 
 
 def model_dir(model: str | None) -> tuple[str, Path]:
@@ -85,9 +77,9 @@ def model_dir(model: str | None) -> tuple[str, Path]:
 def model_key(path: Path) -> str:
     """A short hash of the model folder's path and its files' sizes and times: changes re-export."""
     digest = hashlib.sha256(f"{EXPORT_FORMAT}:{RECIPE}:{path.resolve()}".encode())
-    for root, dirs, files in os.walk(path, followlinks=True):
+    for root, dirs, names in os.walk(path, followlinks=True):
         dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
-        for file in sorted(files):
+        for file in sorted(names):
             full = Path(root, file)
             stat = full.stat()
             digest.update(f"\n{full.relative_to(path)}:{stat.st_size}:{stat.st_mtime_ns}".encode())
@@ -96,7 +88,7 @@ def model_key(path: Path) -> str:
 
 def default_dir(model: str | None) -> Path:
     """The cache folder that holds (or will hold) the export of ``model``."""
-    return cache_root() / "onnx" / model_key(model_dir(model)[1])
+    return files.cache_dir() / "onnx" / model_key(model_dir(model)[1])
 
 
 def prune_cache(keep: Path) -> list[Path]:
@@ -282,7 +274,7 @@ def export(model: str | None, out_dir: Path, quantize: bool = True) -> Path:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     try:
-        st = SentenceTransformer(str(path), device="cpu")
+        st = SentenceTransformer(str(path), device="cpu", local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
         raise SimqaError(
             f"cannot load model {model!r} from {path} ({type(exc).__name__})"
@@ -356,7 +348,7 @@ def _pool(hidden: np.ndarray, mask: np.ndarray, modes: list[str]) -> np.ndarray:
 
 
 class OnnxEncoder:
-    """Drop-in for :class:`simqa.embed.Encoder`, run by onnxruntime from a cached export.
+    """Drop-in for :class:`simqa.encode.encoder.Encoder`, run by onnxruntime from a cached export.
 
     ``precision`` is ``int8`` (quantised, the fast one) or ``fp32`` (the exact export).
     """
@@ -378,7 +370,7 @@ class OnnxEncoder:
         self.precision = precision
         if cache_dir is None and (path / BUNDLED / META).is_file():
             cache_dir = path / BUNDLED  # an export shipped inside the model folder
-        self.dir = Path(cache_dir) if cache_dir else cache_root() / "onnx" / model_key(path)
+        self.dir = Path(cache_dir) if cache_dir else files.cache_dir() / "onnx" / model_key(path)
         self.path = self.dir / PRECISIONS[precision]
         meta = self._read_meta()
         if meta is None or not self.path.exists():

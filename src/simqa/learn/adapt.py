@@ -2,7 +2,7 @@
 
 The packaged all-MiniLM-L6-v2 ranks "a question on the same topic" about as high as "the
 same question". Fine-tuning on labelled pairs with hard negatives mined among the questions
-the index holds (``simqa.train``) teaches it the near misses it meets there. ``adapt`` does
+the index holds (``simqa.learn.tune``) teaches it the near misses it meets there. ``adapt`` does
 all of it for one index, offline, on the CPU:
 
 1. training pairs: labelled pairs (``--pairs FILE...``; by default the MEDIQA/AMIA 2016 RQE
@@ -40,10 +40,12 @@ from typing import Any
 
 import numpy as np
 
+import simqa.index.layout as layout
+from simqa.encode.models import training_record
+from simqa.encode.threshold import KEEP_SIMILAR
 from simqa.errors import SimqaError
-from simqa.index import layout
-from simqa.threshold import KEEP_SIMILAR
-from simqa.train import TRAINING_RECORD, TrainPair
+from simqa.files import sha256_file
+from simqa.learn.tune import TrainPair
 
 #: the packaged default training pairs (see simqa/data/README.md)
 DEFAULT_PAIRS = "rqe_amia2016_train.jsonl.gz"
@@ -81,7 +83,7 @@ def labelled_pairs(
         pairs, sha = packaged_pairs()
         log(f"{DEFAULT_PAIRS_LABEL}: {len(pairs):,} pairs")
         return pairs, {f"simqa/data/{DEFAULT_PAIRS}": sha}
-    from simqa.train import collect
+    from simqa.learn.tune import collect
 
     pairs, files, _counts = collect(sources, log=log)
     return pairs, files
@@ -90,10 +92,9 @@ def labelled_pairs(
 def base_model(root: Path, manifest_model: str) -> str:
     """The model an adaptation starts from: the index's own, or for an adapted index the
     model that one was adapted from (so adapting twice does not compound)."""
-    location = layout.model_location(root, manifest_model)
-    record = Path(location) / TRAINING_RECORD
-    if manifest_model.startswith(f"{layout.MODELS}/") and record.is_file():
-        return json.loads(record.read_text(encoding="utf-8"))["base_model"]
+    record = training_record(layout.model_location(root, manifest_model))
+    if manifest_model.startswith(f"{layout.MODELS}/") and "base_model" in record:
+        return record["base_model"]
     return manifest_model
 
 
@@ -125,7 +126,7 @@ def adapt(
         raise SimqaError("epochs must be positive")
     _need_training_extra()
     from simqa.index import open_index
-    from simqa.train import corpus_pairs, mine_negatives
+    from simqa.learn.tune import corpus_pairs, mine_negatives
 
     started = time.perf_counter()
     root = layout.index_path(index)
@@ -172,7 +173,7 @@ def adapt(
 
     import datasets
 
-    from simqa.train import _fit_bi_encoder, _load_trainable, _seed_everything
+    from simqa.learn.tune import _fit_bi_encoder, _load_trainable, _seed_everything
 
     datasets.disable_progress_bars()  # stderr carries simqa's own progress lines
     _seed_everything(seed)
@@ -225,7 +226,7 @@ def adapt(
         **calibration,
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
-    from simqa.train import _write_record
+    from simqa.learn.tune import _write_record
 
     record = _write_record(final, record)
     say(f"re-embedding the index with models/{key}")
@@ -250,7 +251,7 @@ def calibrate_model(
     curve P(same question | cosine), fitted on the similar pairs against their labelled and
     mined different questions (its threshold where P = 0.5), and ``min_score`` (see
     ``transfer_min_score``; ``base`` is the model ``model`` was adapted from)."""
-    from simqa.embed import shared_encoder
+    from simqa.encode.encoder import shared_encoder
 
     encoder = shared_encoder(model)  # as the engine encodes (int8 onnx where it can)
     lefts, rights, labels = [], [], []
@@ -267,7 +268,7 @@ def calibrate_model(
     vectors = dict(zip(texts, encoder.encode(texts), strict=True))
     scores = np.array([float(vectors[a] @ vectors[b]) for a, b in zip(lefts, rights, strict=True)])
     y = np.asarray(labels)
-    from simqa.verify import fit_logistic
+    from simqa.box.verify import fit_logistic
 
     slope, intercept = fit_logistic(scores, y)
     return {
@@ -288,8 +289,8 @@ def transfer_min_score(base: str, slope: float, intercept: float, similar: np.nd
     model's verifier is at the base's calibrated min-score (0.36 for the packaged model,
     chosen on RQE validation), so the threshold means the same after adapting. A base with
     neither known keeps ``KEEP_SIMILAR`` of the held-out similar pairs instead."""
-    from simqa.threshold import CALIBRATED
-    from simqa.verify import PACKAGED
+    from simqa.box.verify import PACKAGED
+    from simqa.encode.threshold import CALIBRATED
 
     if base in PACKAGED and base in CALIBRATED:
         known = PACKAGED[base]
@@ -329,10 +330,9 @@ def prune_models(root: Path) -> list[str]:
 
 def model_card(index_root: Path, manifest_model: str) -> dict[str, Any] | None:
     """What ``simqa info`` says about an adapted encoder: trained on what, when, how."""
-    record = Path(layout.model_location(index_root, manifest_model)) / TRAINING_RECORD
-    if not manifest_model.startswith(f"{layout.MODELS}/") or not record.is_file():
+    data = training_record(layout.model_location(index_root, manifest_model))
+    if not manifest_model.startswith(f"{layout.MODELS}/") or not data:
         return None
-    data = json.loads(record.read_text(encoding="utf-8"))
     files = " + ".join(data.get("labelled_pairs", {})) or "-"
     return {
         "from": data.get("base_model"),
@@ -362,15 +362,14 @@ def _weights_hash(folder: Path) -> str:
     """A short hash of the saved weights: the model folder's name."""
     digest = hashlib.sha256()
     for path in sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin")):
-        with path.open("rb") as handle:
-            digest.update(hashlib.file_digest(handle, "sha256").digest())
+        digest.update(sha256_file(path).encode())
     return digest.hexdigest()[:16]
 
 
 def _export_onnx(folder: Path, log: Log) -> None:
     """The int8 ONNX export, kept inside the model folder (``onnx_encoder.BUNDLED``); the
     float export it is quantised from (90 MB for MiniLM) is not kept."""
-    from simqa.onnx_encoder import BUNDLED, FP32, INT8, META, export
+    from simqa.encode.onnx import BUNDLED, FP32, INT8, META, export
 
     if (folder / BUNDLED / META).is_file() and (folder / BUNDLED / INT8).is_file():
         return

@@ -31,12 +31,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from simqa.encode.models import TRAINING_RECORD
 from simqa.errors import SimqaError
+from simqa.files import sha256_file, sha256_tree
 from simqa.records import normalise
 
 #: written into every tuned model directory
-TRAINING_RECORD = "simqa_training.json"
-
 #: evaluation and validation sets of the shared data: never trained on (file name patterns)
 KNOWN_EVALUATION = (
     "mqp.csv",  # Curai MQP, the shared half; the other half is kept back
@@ -176,21 +176,6 @@ def write_pairs(pairs: Iterable[TrainPair], path: str | Path) -> int:
 # --- protocol hygiene ---------------------------------------------------------------------
 
 
-def file_checksum(path: Path) -> str:
-    """sha256 of a file, or of a folder's files (names and contents) for a corpus folder."""
-    from simqa.evaluate.pairs import sha256_file
-
-    if path.is_file():
-        return sha256_file(path)
-    import hashlib
-
-    digest = hashlib.sha256()
-    for member in sorted(p for p in path.rglob("*") if p.is_file()):
-        digest.update(str(member.relative_to(path)).encode() + b"\0")
-        digest.update(sha256_file(member).encode())
-    return digest.hexdigest()
-
-
 def _files(path: Path) -> list[Path]:
     return [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
 
@@ -199,8 +184,6 @@ def refuse_evaluation_files(
     sources: Sequence[Path], evaluating: Sequence[str | Path] = ()
 ) -> None:
     """Raise if any training file is a known evaluation set or one of ``evaluating``."""
-    from simqa.evaluate.pairs import sha256_file
-
     held_out = {}
     for item in evaluating:
         item = Path(item).expanduser()
@@ -219,31 +202,6 @@ def refuse_evaluation_files(
                 raise SimqaError(
                     f"refusing to train on {member}: it is the evaluation file "
                     f"{held_out[sha256_file(member)]}"
-                )
-
-
-def trained_on(model: str | Path | None) -> dict[str, str]:
-    """{file: sha256} a model directory made by ``tune`` (or ``train_reranker``) learnt from."""
-    if not model:
-        return {}
-    record = Path(model) / TRAINING_RECORD
-    if not record.is_file():
-        return {}
-    try:
-        return dict(json.loads(record.read_text(encoding="utf-8")).get("files", {}))
-    except (ValueError, AttributeError):
-        return {}
-
-
-def refuse_trained_on(method: Any, checksum: str, evaluated: str | Path) -> None:
-    """Raise if a method's model (or reranker) was trained on the file being evaluated."""
-    models = [getattr(method, "model", None), *getattr(method, "trained_models", ())]
-    for model in models:
-        for file, sha in trained_on(model).items():
-            if sha == checksum:
-                raise SimqaError(
-                    f"refusing to evaluate {model} on {evaluated}: it was trained on that "
-                    f"file ({file}); evaluate on held-out data"
                 )
 
 
@@ -281,7 +239,7 @@ def collect(
             seen.add(key)
             pairs.append(pair)
             kept += 1
-        files[str(path)] = file_checksum(path)
+        files[str(path)] = sha256_tree(path)
         counts[str(path)] = kept
         say(f"{path}: {kept:,} training pairs ({source_kind(path)})")
     if not pairs:
@@ -308,7 +266,7 @@ def mine_negatives(
     ``pool_vectors`` (the index's own, from ``model``) saves embedding it again."""
     import numpy as np
 
-    from simqa.embed import load_encoder
+    from simqa.encode.encoder import load_encoder
 
     say = log or (lambda _m: None)
     started = time.perf_counter()
@@ -353,8 +311,8 @@ def mine_negatives(
 def index_questions(index: str | Path, model: str | None = None) -> tuple[list[str], Any]:
     """Every distinct question an index embeds, with the index's stored vectors for them
     when it was built with ``model`` (else None: they must be embedded again)."""
+    from simqa.encode.models import resolve_model
     from simqa.index import open_index
-    from simqa.models import resolve_model
 
     opened = open_index(index, verify=False)
     try:
@@ -481,8 +439,9 @@ def fine_tune(
 
 def _write_record(out: Path, record: dict[str, Any]) -> dict[str, Any]:
     """Write ``simqa_training.json`` (with the simqa version) and return what was written."""
-    from simqa import __version__
+    from importlib.metadata import version
 
+    __version__ = version("simqa")
     record = {**record, "simqa": __version__}
     (out / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     return record
@@ -490,7 +449,7 @@ def _write_record(out: Path, record: dict[str, Any]) -> dict[str, Any]:
 
 def _load_trainable(model: str | None) -> tuple[Any, str, int]:
     """A SentenceTransformer to train, its recorded name and its serving max_seq_length."""
-    from simqa.embed import load_encoder
+    from simqa.encode.encoder import load_encoder
 
     encoder = load_encoder(model)
     return encoder.model, encoder.name, int(encoder.model.max_seq_length)

@@ -5,7 +5,7 @@ all-MiniLM-L6-v2 weights (a fresh one-logit head on the same transformer) and tr
 binary cross-entropy on labelled pairs: each training pair's positive (label 1), its
 labelled hard negative where the data has one, and negatives mined with the bi-encoder
 from the other training texts (label 0: what the first retrieval confuses is what the
-reranker must tell apart). Sources and protocol checks are those of ``simqa.train``.
+reranker must tell apart). Sources and protocol checks are those of ``simqa.learn.tune``.
 
     >>> reranker = Reranker("indexes/models/rerank")          # doctest: +SKIP
     >>> order, scores = reranker.rerank("chest pain at night", ["...", "..."])  # doctest: +SKIP
@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
+from simqa.encode.models import TRAINING_RECORD
 from simqa.errors import SimqaError
-from simqa.train import (
-    TRAINING_RECORD,
+from simqa.learn.tune import (
     Log,
     TrainPair,
     _cleanup,
@@ -210,12 +210,14 @@ def _fit_cross_encoder(
     from sentence_transformers.cross_encoder.training_args import CrossEncoderTrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from simqa.models import resolve_model
+    from simqa.encode.models import resolve_model
 
     hf_logging.set_verbosity_error()
     name, location = resolve_model(model)
     try:
-        cross = CrossEncoder(location, num_labels=1, max_length=max_length, device="cpu")
+        cross = CrossEncoder(
+        location, num_labels=1, max_length=max_length, device="cpu", local_files_only=True
+    )
     except (OSError, ValueError) as exc:
         raise SimqaError(f"cannot load {model or name!r} as a cross-encoder offline "
                          f"({type(exc).__name__})") from None

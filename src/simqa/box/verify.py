@@ -9,7 +9,7 @@ when P >= 0.5. Hits judged different are flagged in JSON (``same_question``,
 
 Where the curve comes from: for an index adapted with ``simqa adapt``, the adapt run fits it
 on labelled pairs held out from training, against their labelled and mined different
-questions (``simqa.adapt.calibrate_model``), and stores it beside the model; for the packaged
+questions (``simqa.learn.adapt.calibrate_model``), and stores it beside the model; for the packaged
 model, ``PACKAGED`` was fitted the same way (reproduce with
 ``python benchmarks/bench_verify.py packaged``). Its accuracy on MEDIQA RQE validation and
 on the Curai MQP half, neither of which chose anything, is in benchmarks/results/.
@@ -17,15 +17,15 @@ on the Curai MQP half, neither of which chose anything, is in benchmarks/results
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+import simqa.index.layout as layout
+from simqa.encode.models import TRAINING_RECORD, training_record
 from simqa.errors import SimqaError
 from simqa.index.hits import Hit
 
@@ -56,19 +56,11 @@ class Verifier:
     @classmethod
     def for_index(cls, index: Any) -> Verifier | None:
         """The verifier of an opened ``Index``'s encoder, or None when none is known for it."""
-        from simqa.index import layout
-        from simqa.train import TRAINING_RECORD
-
         model = index.manifest.model
         if model in PACKAGED:
             return cls.from_record(PACKAGED[model], f"packaged ({model})")
-        record = Path(layout.model_location(index.root, model)) / TRAINING_RECORD
-        try:
-            data = json.loads(record.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        found = data.get("verifier")
-        return cls.from_record(found, f"{model} ({record.name})") if found else None
+        found = training_record(layout.model_location(index.root, model)).get("verifier")
+        return cls.from_record(found, f"{model} ({TRAINING_RECORD})") if found else None
 
 
 #: fitted for the packaged model on 300 packaged RQE training pairs (seed 0) against their
