@@ -300,7 +300,7 @@ class SimqaVectors(DenseExact):
         key = (self.model, self.encoder, pool.key)
         if key not in self._engines:
             import simqa.vectors as backends
-            from simqa.index.build import DEFAULT_RECALL
+            from simqa.index.writes import DEFAULT_RECALL
 
             vectors = self.pool_vectors(pool)
             kind, params, _why = backends.choose(len(vectors), vectors.shape[1])

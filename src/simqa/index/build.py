@@ -9,7 +9,6 @@ and a writer killed at any moment leaves the last published version intact.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,23 @@ import simqa.index.density as hubs
 import simqa.index.layout as layout
 import simqa.vectors as vector_indexes
 from simqa.encode.encoder import DEFAULT_ENCODER, shared_encoder
-from simqa.encode.models import resolve_model
-from simqa.errors import ModelMismatch, SimqaError
+from simqa.errors import SimqaError
 from simqa.index.manifest import Manifest
 from simqa.index.snapshot import DENSITY, EMBEDDING_IDS, EMBEDDINGS, RECORDS, Snapshot
 from simqa.index.store import RecordStore
+from simqa.index.writes import (
+    DEFAULT_FIELDS,
+    DEFAULT_RECALL,
+    min_score_for,
+    now,
+    records_from,
+    refuse_changes,
+    simqa_version,
+)
 from simqa.records import Consultation
 from simqa.vectors.base import VectorIndex
 from simqa.vectors.tuning import tune_search_params
 
-DEFAULT_FIELDS = "title+question"
-DEFAULT_RECALL = 0.95
 #: after a write, the densities of the nearest AFFECTED_DEPTH x k questions to each added
 #: or removed one are recomputed: beyond them a question's k nearest rarely change
 AFFECTED_DEPTH = 3
@@ -72,7 +77,7 @@ def build_index(
     if isinstance(min_score, str) and min_score != "auto":
         raise SimqaError(f'min_score must be a number, None or "auto", got {min_score!r}')
     root = layout.index_path(index)
-    records = _records_from(sources, format, strict, report)
+    records = records_from(sources, format, strict, report)
     if append:
         fixed = {"model": model, "fields": fields, "index_type": index_type, "recall": recall,
                  "memory": memory, "encoder": encoder}  # fmt: skip
@@ -114,7 +119,7 @@ def write(
     layout.current_version(root)  # a missing index says so before any lock is taken
     with layout.writer_lock(root, wait):
         base = Snapshot(layout.current_version(root), verify=True)  # the newest, whole
-        _refuse_changes(base.manifest, fixed or {}, root)
+        refuse_changes(base.manifest, fixed or {}, root, base.manifest.vector_index.get("kind"))
         with layout.staged_version(root) as staging:
             counts = _next_version(
                 base, staging, records, list(delete), min_score=min_score,
@@ -162,30 +167,6 @@ def reembed(
         return layout.current_version(root)
 
 
-def _refuse_changes(manifest: Manifest, fixed: dict[str, Any], root: Path) -> None:
-    model = fixed.get("model")
-    if model is not None and resolve_model(model)[0] != manifest.model:
-        raise ModelMismatch(
-            f"index {root} was built with model {manifest.model}, not {model}; an append "
-            "embeds with the index's model (build a new index to change it)"
-        )
-    have = {
-        "fields": manifest.embed_fields,
-        "index_type": manifest.vector_index.get("kind"),
-        "encoder": manifest.encoder,
-        "recall": manifest.recall.get("target"),
-    }
-    for option, value in fixed.items():
-        if option == "model" or value is None:
-            continue
-        if option == "encoder" and value == DEFAULT_ENCODER:
-            continue
-        if option == "memory" or value != have.get(option):
-            flag = "--" + option.replace("_", "-")
-            raise SimqaError(
-                f"{flag} cannot change on an append (the index has "
-                f"{have.get(option, 'its own')}); build a new index to change it"
-            )
 
 
 def _first_version(
@@ -225,14 +206,14 @@ def _first_version(
     else:
         recall_info = tune_search_params(index, vectors, ids, target=recall)
     penalty = {"weight": hub_penalty, "k": hubs.DEFAULT_K} if hub_penalty > 0 else {}
-    now = _now()
+    stamp = now()
     _save(
         staging, store, index, ids, vectors, None, penalty,
         Manifest(
             model=record_model or enc.name, dim=enc.dim, count=0, vector_index={},
             embed_fields=fields, encoder=enc.kind, encoder_recipe=enc.recipe, index_reason=reason,
-            min_score=_min_score(min_score, enc.name, None), hub_penalty=penalty,
-            recall=recall_info, created=created or now, updated=now,
+            min_score=min_score_for(min_score, enc.name, None), hub_penalty=penalty,
+            recall=recall_info, created=created or stamp, updated=stamp,
         ),
     )  # fmt: skip
 
@@ -294,8 +275,8 @@ def _next_version(
     manifest = Manifest(
         model=m.model, dim=m.dim, count=0, vector_index={}, embed_fields=m.embed_fields,
         encoder=m.encoder, encoder_recipe=m.encoder_recipe, index_reason=m.index_reason,
-        min_score=_min_score(min_score, m.model, m), hub_penalty=penalty, recall=m.recall,
-        created=m.created, updated=_now(),
+        min_score=min_score_for(min_score, m.model, m), hub_penalty=penalty, recall=m.recall,
+        created=m.created, updated=now(),
     )  # fmt: skip
     _save(staging, store, index, ids, vectors, old_density, penalty, manifest, base)
     return {
@@ -343,7 +324,7 @@ def _save(
     manifest.vector_index = index.config
     manifest.count = len(store)
     manifest.sources = store.counts_by("source")
-    manifest.simqa_version = _version()
+    manifest.simqa_version = simqa_version()
     store.close()
     if base is None:
         manifest.save(staging)
@@ -361,39 +342,3 @@ class _Counted:
         for record in self.records:
             self.count += 1
             yield record
-
-
-def _records_from(
-    sources: Iterable[Consultation | str | Path], fmt: str | None, strict: bool, report: Any
-) -> Iterator[Consultation]:
-    import simqa.ingest as ingest
-
-    paths: list[str | Path] = []
-    for item in sources:
-        if isinstance(item, Consultation):
-            yield item
-        else:
-            paths.append(item)
-    if paths:
-        yield from ingest.load(paths, format=fmt, strict=strict, report=report)
-
-
-def _min_score(given: float | str | None, model: str, previous: Manifest | None) -> float | None:
-    if given != "auto":
-        return None if given is None else float(given)
-    if previous is not None:
-        return previous.min_score
-    from simqa.encode.threshold import default_min_score
-
-    return default_min_score(model)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
-
-
-def _version() -> str:
-    from importlib.metadata import version
-
-    __version__ = version("simqa")
-    return __version__

@@ -9,7 +9,7 @@ from typing import Any
 import simqa.index.layout as layout
 import simqa.milvus.write as write
 from simqa.errors import SimqaError
-from simqa.index.build import _records_from
+from simqa.index.writes import records_from
 from simqa.milvus.client import Connection
 from simqa.milvus.index import MilvusIndex
 from simqa.records import Consultation
@@ -42,7 +42,7 @@ def build_or_append(
             f"{manifest.vector_index['uri']})"
         )
     fixed = {k: options.get(k) for k in ("model", "fields", "index_type", "recall", "encoder")}
-    records = _records_from(
+    records = records_from(
         sources, options.get("format"), options.get("strict", False), options.get("report")
     )
     write.write(

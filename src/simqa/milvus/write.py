@@ -41,16 +41,23 @@ import numpy as np
 import simqa.index.layout as layout
 import simqa.milvus.schema as schema
 from simqa.encode.encoder import DEFAULT_ENCODER, shared_encoder
-from simqa.encode.models import resolve_model
 from simqa.errors import ModelMismatch, SimqaError
 from simqa.index.manifest import FILENAME, Manifest
+from simqa.index.writes import (
+    DEFAULT_FIELDS,
+    DEFAULT_RECALL,
+    last_of_each_id,
+    min_score_for,
+    now,
+    records_from,
+    refuse_changes,
+    simqa_version,
+)
 from simqa.milvus.client import Connection
 from simqa.milvus.vectors import MilvusVectors, choose
 from simqa.records import Consultation
 from simqa.vectors.tuning import tune_search_params
 
-DEFAULT_FIELDS = "title+question"
-DEFAULT_RECALL = 0.95
 UNDO = "undo.json"
 #: bytes of rows per insert/upsert request (Milvus refuses messages past 64 MB)
 BATCH_BYTES = 8 * 2**20
@@ -163,11 +170,10 @@ def build(
     wait: float = layout.DEFAULT_WAIT_SECONDS,
 ) -> Path:
     """Build (or rebuild) the index ``index`` in Milvus at ``uri``; returns its folder."""
-    from simqa.index.build import _records_from
 
     fields = fields or DEFAULT_FIELDS
     enc = shared_encoder(model, encoder or DEFAULT_ENCODER)
-    records = list(_dedupe(_records_from(sources, format, strict, report)))
+    records = list(last_of_each_id(records_from(sources, format, strict, report)))
 
     def pairs() -> Iterator[tuple[Consultation, np.ndarray]]:
         for start in range(0, len(records), 4096):
@@ -184,7 +190,7 @@ def build(
         vector_index={},
         embed_fields=fields,
         encoder=enc.kind,
-        min_score=_min_score(min_score, enc.name),
+        min_score=min_score_for(min_score, enc.name),
     )
     return _create(index, uri, pairs(), len(records), meta, index_type, recall, wait)
 
@@ -287,7 +293,7 @@ def _create(
                 recall_info: dict[str, Any] = {"target": target, "recall": 1.0, "exact": True}
             else:
                 recall_info = tune_search_params(vectors, matrix, ids, target=target)
-            now = datetime.now(UTC).isoformat(timespec="seconds")
+            stamp = now()
             previous = _old_manifest(root)
             meta.vector_index = {
                 **vectors.config,
@@ -296,8 +302,8 @@ def _create(
             }
             meta.count, meta.index_reason, meta.recall = len(ids), reason, recall_info
             meta.sources = dict(sorted(sources.items(), key=lambda kv: -kv[1]))
-            meta.created = meta.updated = now
-            meta.simqa_version = _version()
+            meta.created = meta.updated = stamp
+            meta.simqa_version = simqa_version()
             old = _switch(conn, alias, collection)
             root.mkdir(parents=True, exist_ok=True)
             save_manifest(root, meta)
@@ -440,7 +446,7 @@ def write(
     manifest = load_manifest(root)
     if hub_penalty:
         raise SimqaError("a Milvus index ranks by cosine: --hub-penalty is not available")
-    _refuse_changes(manifest, fixed or {}, root)
+    refuse_changes(manifest, fixed or {}, root, manifest.vector_index.get("index_type"))
     conn = Connection(manifest.vector_index["uri"])
     collection = manifest.vector_index["collection"]
     with layout.writer_lock(root, wait):
@@ -451,14 +457,14 @@ def write(
             conn,
             collection,
             manifest,
-            list(_dedupe(records)),
+            list(last_of_each_id(records)),
             list(dict.fromkeys(map(str, delete))),
             progress,
             batch_size,
         )
         if min_score != "auto":
             manifest.min_score = None if min_score is None else float(min_score)
-            manifest.updated = datetime.now(UTC).isoformat(timespec="seconds")
+            manifest.updated = now()
             save_manifest(root, manifest)
     return counts
 
@@ -592,57 +598,11 @@ def _write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def _refuse_changes(manifest: Manifest, fixed: dict[str, Any], root: Path) -> None:
-    model = fixed.get("model")
-    if model is not None and resolve_model(model)[0] != manifest.model:
-        raise ModelMismatch(
-            f"index {root} was built with model {manifest.model}, not {model}; an append "
-            "embeds with the index's model (build a new index to change it)"
-        )
-    have = {
-        "fields": manifest.embed_fields,
-        "encoder": manifest.encoder,
-        "index_type": manifest.vector_index.get("index_type"),
-        "recall": manifest.recall.get("target"),
-    }
-    for option, value in fixed.items():
-        if option in ("model", "memory") or value is None:
-            continue
-        if option == "encoder" and value == DEFAULT_ENCODER:
-            continue
-        if option == "index_type" and str(value).upper() == have["index_type"]:
-            continue
-        if value != have.get(option):
-            flag = "--" + option.replace("_", "-")
-            raise SimqaError(
-                f"{flag} cannot change on an append (the index has "
-                f"{have.get(option)}); build a new index to change it"
-            )
 
 
-def _dedupe(records: Iterable[Consultation]) -> Iterator[Consultation]:
-    """Each id once, the last one given winning (as the embedded index's upsert)."""
-    last: dict[str, Consultation] = {}
-    for record in records:
-        last.pop(record.id, None)
-        last[record.id] = record
-    yield from last.values()
 
 
-def _min_score(given: float | str | None, model: str) -> float | None:
-    if given != "auto":
-        return None if given is None else float(given)
-    from simqa.encode.threshold import default_min_score
-
-    return default_min_score(model)
 
 
 def _line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-
-
-def _version() -> str:
-    from importlib.metadata import version
-
-    __version__ = version("simqa")
-    return __version__
