@@ -90,7 +90,7 @@ def load_torch(threads: int) -> Any:
 
 
 def load_onnx(precision: str, threads: int | None, cache_dir: Path | None = None) -> Any:
-    from simqa.encode.onnx import OnnxEncoder
+    from simqa.encode.onnx_runtime import OnnxEncoder
 
     return OnnxEncoder(precision=precision, threads=threads, cache_dir=cache_dir)
 
@@ -261,7 +261,7 @@ def recipes(threads: int, n_timed: int, rounds: int) -> dict[str, dict[str, floa
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    from simqa.encode.onnx import FP32, INT8, META, TOKENIZER, _fuse, default_dir
+    from simqa.encode.onnx_export import FP32, INT8, META, TOKENIZER, _fuse, default_dir
 
     anchors, pool, gold = mqp()
     with tempfile.TemporaryDirectory() as tmp:
@@ -271,7 +271,7 @@ def recipes(threads: int, n_timed: int, rounds: int) -> dict[str, dict[str, floa
         from sentence_transformers import SentenceTransformer
 
         from simqa.encode.models import resolve_model
-        from simqa.encode.onnx import _export_graph
+        from simqa.encode.onnx_export import _export_graph
 
         st = SentenceTransformer(resolve_model(None)[1], device="cpu")
         traced = traced_dir / "traced.onnx"
@@ -368,7 +368,7 @@ def recipes(threads: int, n_timed: int, rounds: int) -> dict[str, dict[str, floa
 
 
 def _down(graph: Path) -> list[str]:
-    from simqa.encode.onnx import down_projections
+    from simqa.encode.onnx_export import down_projections
 
     return down_projections(graph)
 
@@ -395,7 +395,7 @@ def main() -> None:
     n_timed = 50 if args.quick else 200
     report: dict[str, Any] = {**provenance.header(), "rounds": rounds}
 
-    from simqa.encode.onnx import EXPORT_FORMAT, RECIPE, export
+    from simqa.encode.onnx_export import EXPORT_FORMAT, RECIPE, export
 
     report["export"] = {"format": EXPORT_FORMAT, "recipe": RECIPE}
     with tempfile.TemporaryDirectory() as tmp:  # timed apart: the user's cache is left alone

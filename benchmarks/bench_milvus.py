@@ -44,7 +44,7 @@ import numpy as np
 import simqa
 import simqa.vectors as vector_indexes
 from simqa.index.store import RecordStore
-from simqa.milvus import from_vectors
+from simqa.milvus.collection import from_vectors
 from simqa.milvus.embedded import EmbeddedMilvus
 from simqa.milvus.schema import HIT_FIELDS, vid_of
 from simqa.records import Consultation

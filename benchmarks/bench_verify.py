@@ -59,7 +59,7 @@ QUERIES = [
 def packaged(index: str, seed: int) -> dict[str, Any]:
     from simqa.index import open_index
     from simqa.learn.adapt import CALIBRATION_PAIRS, _dedupe, calibrate_model, packaged_pairs
-    from simqa.learn.tune import mine_negatives
+    from simqa.learn.training_pairs import mine_negatives
 
     opened = open_index(index)
     if opened.manifest.model != "all-MiniLM-L6-v2":

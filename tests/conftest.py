@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
 from simqa.cli.app import OFFLINE
+from tests.helpers import QUESTION_DOCTOR, SEED
 
 # the tests never reach the network: the library asks for local files, and this makes sure
 for _name, _value in OFFLINE.items():
     os.environ.setdefault(_name, _value)
-
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-DATA = SHARED / "data"
-SEED = SHARED / "seeds" / "000_6d9dcf339530815c.txt"
-QUESTION_DOCTOR = DATA / "lasseregin_medical_qa" / "questionDoctorQAs.json"
 
 
 @pytest.fixture(autouse=True)

@@ -14,8 +14,7 @@ import simqa
 from simqa.errors import SimqaError
 from simqa.learn.adapt import adapt, packaged_pairs
 from simqa.records import Consultation
-
-from .conftest import DATA, QUESTION_DOCTOR
+from tests.helpers import DATA, QUESTION_DOCTOR
 
 SEED = 3
 PAIRS = 64  # two steps of 32: the first is warm-up (learning rate 0)

@@ -157,8 +157,8 @@ def test_opening_searching_and_rendering_import_no_torch_nor_training(consult_in
 import json, sys
 import simqa
 index = simqa.open_index({str(consult_index.root)!r})
-box = index.box("my legs jerk when I am falling asleep", k=4)
-similar = index.box(index.box("legs jerk at night", k=1).hits[0].id, k=4)
+box = simqa.Box.for_question(index, "my legs jerk when I am falling asleep", k=4)
+similar = simqa.Box.for_id(index, box.hits[0].id, k=4)
 text = simqa.render(box, "html") + simqa.render(similar, "text")
 heavy = ("torch", "transformers", "sentence_transformers", "simqa.learn", "simqa.evaluate",
          "simqa.cli")

@@ -20,8 +20,8 @@ from simqa.box.duplicates import find_duplicates, similar_pairs
 from simqa.box.related import NEIGHBOURS, related_faq
 from simqa.ingest import load
 from simqa.ingest.page import parse_page
+from tests.helpers import QUESTION_DOCTOR, SEED
 
-from .conftest import QUESTION_DOCTOR, SEED
 from .test_cli import RECORDS, assert_short_error, run
 
 

@@ -14,8 +14,7 @@ import pytest
 import simqa
 from simqa import Consultation
 from simqa.encode.threshold import CALIBRATED
-
-from .conftest import SEED
+from tests.helpers import SEED
 
 RECORDS = [
     Consultation(

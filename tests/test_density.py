@@ -12,8 +12,7 @@ import simqa
 from simqa import Consultation
 from simqa.encode.encoder import load_encoder
 from simqa.index.density import DEFAULT_K, DEFAULT_WEIGHT, neighbour_density
-
-from .conftest import DATA
+from tests.helpers import DATA
 
 MEDQUAD_LIKE = [
     # a templated family: one focus, many question types, as MedQuAD has thousands of

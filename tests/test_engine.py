@@ -16,8 +16,7 @@ from simqa.errors import BadQuery, SimqaError
 from simqa.evaluate.calibrate import calibrate
 from simqa.ingest import load
 from simqa.ingest.page import parse_page, parse_similar_section
-
-from .conftest import DATA, QUESTION_DOCTOR, SEED
+from tests.helpers import DATA, QUESTION_DOCTOR, SEED
 
 RQE_VALIDATION = (
     DATA / "mediqa2019" / "MEDIQA_Task2_RQE" / "MEDIQA2019-Task2-RQE-ValidationSet-AMIA2016.xml"

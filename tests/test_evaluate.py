@@ -28,8 +28,7 @@ from simqa.evaluate.methods import (
 from simqa.evaluate.pairs import read_pairs
 from simqa.files import sha256_file
 from simqa.index.density import DEFAULT_WEIGHT
-
-from .conftest import DATA
+from tests.helpers import DATA
 
 MQP = DATA / "curai_mqp" / "mqp.csv"
 RQE_DIR = DATA / "mediqa2019" / "MEDIQA_Task2_RQE"

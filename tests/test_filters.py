@@ -14,8 +14,7 @@ import pytest
 import simqa
 from simqa.index.hits import question_key
 from simqa.index.store import Filter
-
-from .conftest import DATA
+from tests.helpers import DATA
 
 SUBSETS = ("9_CDC_QA", "7_SeniorHealth_QA", "8_NHLBI_QA_XML", "12_MPlusHerbsSupplements_QA")
 K = 5

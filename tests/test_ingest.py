@@ -13,9 +13,8 @@ import simqa.ingest as ingest
 from simqa.errors import BadRecord, SimqaError
 from simqa.ingest import IngestReport, parse_page, parse_similar_section, write_csv, write_jsonl
 from simqa.records import Consultation, Reply
+from tests.helpers import DATA, SEED
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-SEED = Path(__file__).resolve().parents[2] / "shared" / "seeds" / "000_6d9dcf339530815c.txt"
 MEDQUAD = DATA / "medquad"
 LASSE = DATA / "lasseregin_medical_qa"
 COVID = DATA / "covid_dialogue_en" / "COVID-Dialogue-Dataset-English.txt"

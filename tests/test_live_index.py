@@ -25,8 +25,8 @@ import simqa
 import simqa.index.layout as layout
 from simqa import Consultation
 from simqa.errors import IndexMissing, UnknownConsultation
+from tests.helpers import QUESTION_DOCTOR
 
-from .conftest import QUESTION_DOCTOR
 from .test_cli import assert_short_error, run
 
 

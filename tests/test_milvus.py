@@ -20,14 +20,17 @@ import numpy as np
 import pytest
 
 import simqa
+import simqa.milvus.folder
 from simqa.errors import ModelMismatch, SimqaError
 from simqa.index.hits import question_key
-from simqa.milvus import MilvusIndex, from_index, write
 from simqa.milvus.client import MilvusUnavailable
+from simqa.milvus.collection import from_index
 from simqa.milvus.embedded import EmbeddedMilvus, free_port
+from simqa.milvus.folder import UNDO
+from simqa.milvus.index import MilvusIndex
 from simqa.records import Consultation
+from tests.helpers import DATA, SEED
 
-from .conftest import DATA, SEED
 from .test_cli import assert_short_error, run
 from .test_filters import brute_force, medquad, random_filter  # noqa: F401  (fixture)
 
@@ -238,9 +241,9 @@ def answers(index, queries: list[str]) -> list[list[str]]:
 
 
 KILLED_WRITER = """
-import sys, simqa, simqa.milvus.write
+import sys, simqa, simqa.milvus.folder
 from simqa.records import Consultation
-simqa.milvus.write.BATCH_BYTES = 1  # one request per row: slow enough to be killed midway
+simqa.milvus.folder.BATCH_BYTES = 1  # one request per row: slow enough to be killed midway
 index = simqa.open_index(sys.argv[1])
 old = index.get(sys.argv[2])
 old.title = "CHANGED"
@@ -261,11 +264,11 @@ def test_a_killed_append_is_undone_by_the_next_writer(copied):
         time.sleep(0.02)
     writer.send_signal(signal.SIGKILL)
     writer.wait()
-    assert (copied.root / write.UNDO).exists() and len(copied) > before
+    assert (copied.root / UNDO).exists() and len(copied) > before
     assert copied.get(victim.id).title == "CHANGED"
     # the next write undoes it first: then only its own record is new
     copied.add(new_records("after", 1))
-    assert not (copied.root / write.UNDO).exists()
+    assert not (copied.root / UNDO).exists()
     assert len(copied) == before + 1
     assert copied.get(victim.id) == victim
     assert answers(copied, queries) == before_answers
@@ -276,7 +279,7 @@ def test_a_frozen_server_fails_an_append_in_one_line_and_nothing_is_half_written
     copied, server, monkeypatch
 ):
     monkeypatch.setenv("SIMQA_MILVUS_TIMEOUT", "3")
-    monkeypatch.setattr(write, "BATCH_BYTES", 1)  # one request per row
+    monkeypatch.setattr(simqa.milvus.folder, "BATCH_BYTES", 1)  # one request per row
     queries = held_out_queries(5)
     before_answers, before = answers(copied, queries), len(copied)
     originals = list(copied.records())[:1500]

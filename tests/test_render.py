@@ -14,8 +14,7 @@ from simqa.box.render import question_after_title, render, safe_url
 from simqa.index import Hit
 from simqa.ingest import load
 from simqa.ingest.page import parse_page, parse_similar_section
-
-from .conftest import DATA, QUESTION_DOCTOR, SEED
+from tests.helpers import DATA, QUESTION_DOCTOR, SEED
 
 SEED_DEPARTMENTS = {"Neurology", "Neurosurgery"}  # what the seed's Related FAQ lines name
 

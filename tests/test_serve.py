@@ -6,10 +6,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,10 +16,9 @@ import pytest
 
 import simqa
 from simqa.ingest import load
-from tests.conftest import QUESTION_DOCTOR, SEED
+from tests.helpers import QUESTION_DOCTOR, SEED, SEED_ID, Server
 
 TOKEN = "test-write-token-0123456789"
-SEED_ID = "6d9dcf339530815c"
 SEED_TITLE = "Experiencing involuntary leg movements during sleep?"
 LEGS = "my legs jerk when I am falling asleep"
 HIV = "is-my-anti-hiv-test-conclusive-or-need-retest"
@@ -39,63 +36,6 @@ def index_path(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("serve") / "consults"
     simqa.build(records, path).close()
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-class Server:
-    """``python -m simqa serve`` in its own process group, stopped at the end."""
-
-    def __init__(self, index: Path, log: Path, *args: str, token: str | None = None) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = log
-        env = {k: v for k, v in os.environ.items() if k != "SIMQA_WRITE_TOKEN"}
-        if token:
-            env["SIMQA_WRITE_TOKEN"] = token
-        command = [sys.executable, "-m", "simqa", "serve", "--index", str(index)]
-        command += ["--port", str(self.port), "--no-access-log", *args]
-        with log.open("wb") as out:
-            self.process = subprocess.Popen(
-                command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self._wait_ready()
-
-    def _wait_ready(self, timeout: float = 180) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(f"server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.3)
-        self.stop()
-        raise AssertionError(f"server not ready after {timeout}s: {self.log.read_text()[-2000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-
-    def get(self, path: str, **kwargs) -> httpx.Response:
-        return httpx.get(self.url + path, timeout=60, **kwargs)
-
-    def post(self, path: str, **kwargs) -> httpx.Response:
-        return httpx.post(self.url + path, timeout=120, **kwargs)
-
-    def delete(self, path: str, **kwargs) -> httpx.Response:
-        return httpx.delete(self.url + path, timeout=120, **kwargs)
 
 
 @pytest.fixture(scope="module")

@@ -18,17 +18,16 @@ from simqa.encode.models import TRAINING_RECORD
 from simqa.evaluate.compare import evaluate
 from simqa.evaluate.pairs import read_pairs
 from simqa.files import sha256_file
-from simqa.learn.tune import (
+from simqa.learn.training_pairs import (
     TrainPair,
     corpus_pairs,
-    fine_tune,
     read_pairs_jsonl,
     read_training,
     source_kind,
     write_pairs,
 )
-
-from .conftest import DATA
+from simqa.learn.tune import fine_tune
+from tests.helpers import DATA
 
 RQE = DATA / "mediqa2019" / "MEDIQA_Task2_RQE"
 RQE_TRAIN = RQE / "MEDIQA2019-Task2-RQE-TrainingSet-AMIA2016.xml"
@@ -192,7 +191,7 @@ def test_negatives_mined_among_an_index_questions(tmp_path):
     """With an index's questions in the pool, the templated near misses it holds become the
     hard negatives: close to the anchor, yet clearly below its own positive."""
     from simqa.encode.encoder import load_encoder
-    from simqa.learn.tune import index_questions, mine_negatives
+    from simqa.learn.training_pairs import index_questions, mine_negatives
 
     templates = [
         "What are the symptoms of {}?", "What is the outlook for {}?", "Is {} inherited?",

@@ -15,8 +15,7 @@ from simqa.box.verify import (
 )
 from simqa.encode.threshold import KEEP_ALL
 from simqa.errors import SimqaError
-
-from .conftest import DATA
+from tests.helpers import DATA
 
 RQE_VAL = (
     DATA / "mediqa2019" / "MEDIQA_Task2_RQE" / "MEDIQA2019-Task2-RQE-ValidationSet-AMIA2016.xml"

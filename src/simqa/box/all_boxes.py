@@ -2,8 +2,8 @@
 
 ``simqa similar --all`` writes one JSON line per consultation (its Similar Q&A hits and its
 Related FAQ), or with ``--format html|markdown --out DIR`` one embeddable fragment file per
-consultation. The hits come from ``Index.similar_all``: the stored vectors, searched in
-batches, never re-encoded; they equal ``Index.similar`` of each id.
+consultation. Each box is ``Box.for_id`` of its consultation; they come from the index's
+``similar_all``: the stored vectors, searched in batches, never re-encoded.
 """
 
 from __future__ import annotations
@@ -13,50 +13,40 @@ import os
 import re
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from hashlib import sha1
 from pathlib import Path
-from typing import IO, Any, Unpack
+from typing import IO, Unpack
 from urllib.parse import quote
 
-from simqa.box.related import NEIGHBOURS, Topic, rank_topics, topics_of
-from simqa.box.render import box_json, render
+from simqa.box.box import Box
+from simqa.box.related import NEIGHBOURS, rank_topics, topics_of
+from simqa.box.render import render
 from simqa.box.verify import verifier_for, verify_hits
 from simqa.errors import SimqaError
-from simqa.index import Filters, Hit, Index, check_k
+from simqa.index import Filters, Hit, check_k
+from simqa.index.protocol import SimilarIndex
 
 #: --all with these formats writes one file per consultation into a folder
 FRAGMENT_FORMATS = {"html": ".html", "markdown": ".md"}
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,150}")
 
 
-@dataclass
-class Box:
-    """One consultation's Similar Q&A hits and Related FAQ topics."""
-
-    id: str
-    hits: list[Hit]
-    related: list[Topic]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"id": self.id, **box_json(self.hits, self.related)}
-
-
 def all_boxes(
-    index: Index,
+    index: SimilarIndex,
     k: int = 4,
     *,
     verify: str = "flag",
     batch_size: int = 256,
     **filters: Unpack[Filters],
 ) -> Iterator[Box]:
-    """Every consultation's box, in the index's order, as ``simqa similar ID`` shows it:
-    the first ``k`` hits (checked by the verifier, ``simqa.box.verify``), and the Related FAQ
-    pooled from ``related.NEIGHBOURS`` neighbours."""
+    """Every consultation's box, in the index's order: each equals ``Box.for_id`` of its id,
+    from the stored vectors searched in batches (nothing is encoded, and a neighbour's tags
+    are parsed once per run, not once per box it appears in)."""
     wide = max(check_k(k), NEIGHBOURS)
     verifier = verifier_for(index, verify)
     own = {record.id: topics_of(record) for record in index.records()}
     counts = index.tag_counts()
+    threshold = index.min_score(filters.get("min_score"))
 
     def topics(hit: Hit) -> list[tuple[str, str]]:
         # a record is a neighbour of ~NEIGHBOURS others: its tags are parsed once, not per box
@@ -66,9 +56,10 @@ def all_boxes(
     for record_id, hits in index.similar_all(wide, batch_size=batch_size, **filters):
         neighbours = [(topics(h), h.score) for h in hits]
         yield Box(
-            record_id,
             verify_hits(hits[:k], verifier, verify),
             rank_topics(own.get(record_id, []), neighbours, counts),
+            id=record_id,
+            min_score=threshold,
         )
 
 
@@ -86,7 +77,7 @@ def fragment_name(record_id: str, suffix: str) -> str:
 
 
 def write_boxes(
-    index: Index,
+    index: SimilarIndex,
     k: int = 4,
     *,
     format: str = "json",
@@ -108,7 +99,7 @@ def write_boxes(
                 f"--all --format {format} writes one file per consultation: "
                 "give a folder with --out DIR"
             )
-        return _write_fragments(boxes, format, out, index.min_score(filters.get("min_score")))
+        return _write_fragments(boxes, format, out)
     if format not in ("json", "text"):
         raise SimqaError(f"--all writes JSON lines, or html/markdown files: not {format!r}")
     if out is None:
@@ -137,16 +128,14 @@ def _write_lines(boxes: Iterator[Box], handle: IO[str]) -> int:
     return count
 
 
-def _write_fragments(
-    boxes: Iterator[Box], format: str, folder: Path, min_score: float | None
-) -> int:
+def _write_fragments(boxes: Iterator[Box], format: str, folder: Path) -> int:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise SimqaError(f"cannot create folder {folder}: {err.strerror or err}") from None
     count = 0
     for box in boxes:
-        text = render(box.hits, format, min_score=min_score, related=box.related)
+        text = render(box, format)
         (folder / fragment_name(box.id, FRAGMENT_FORMATS[format])).write_text(
             text, encoding="utf-8"
         )

@@ -1,5 +1,6 @@
-"""Lay hits out as a "Similar Q&A" section, with the page's "Related FAQ" after it: plain
-text like the reference page, JSON, Markdown or HTML for a site to embed.
+"""Lay a box out as a "Similar Q&A" section, with the page's "Related FAQ" after it: plain
+text like the reference page, JSON, Markdown or HTML. The one renderer of the box: the CLI,
+the API's ``format=html`` fragment, ``similar --all``'s files and the server's pages use it.
 
 Record text comes from scraped sites and users, so it is made safe on the way out: control
 characters (terminal escape sequences, bidi overrides) never reach text, Markdown or HTML,
@@ -11,10 +12,11 @@ from __future__ import annotations
 import html
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from simqa.box.box import Box
 from simqa.box.related import Topic
 from simqa.errors import SimqaError
 from simqa.index import Hit
@@ -114,21 +116,34 @@ def box_json(hits: Sequence[Hit], related: Sequence[Topic] = ()) -> dict[str, An
 
 
 def render(
-    hits: Sequence[Hit],
+    box: Box | Sequence[Hit],
     format: str = "text",
     *,
     min_score: float | None = None,
     related: Sequence[Topic] = (),
+    link: Callable[[Consultation], str] | None = None,
 ) -> str:
-    """The hits (and the Related FAQ topics, if any) as a section in ``format``."""
+    """A box (or bare hits, with ``related`` topics if any) as a section in ``format``.
+
+    ``min_score`` is the threshold named when nothing was found (a box carries its own);
+    ``link`` gives a hit's address in HTML and Markdown (default: the record's own http(s)
+    URL, or none), e.g. a site's page for the consultation."""
+    if isinstance(box, Box):
+        hits, related = box.hits, box.related
+        min_score = box.min_score if min_score is None else min_score
+        data = box.to_json()
+    else:
+        hits = list(box)
+        data = box_json(hits, related)
+    address = link or (lambda record: safe_url(record.url))
     if format == "json":
-        return json.dumps(box_json(hits, related), ensure_ascii=False, indent=2)
+        return json.dumps(data, ensure_ascii=False, indent=2)
     if format == "text":
         return _text(hits, min_score, related)
     if format == "markdown":
-        return _markdown(hits, min_score, related)
+        return _markdown(hits, min_score, related, address)
     if format == "html":
-        return _html(hits, min_score, related)
+        return _html(hits, min_score, related, address)
     raise SimqaError(f"unknown output format {format!r}; choose one of {', '.join(FORMATS)}")
 
 
@@ -161,14 +176,19 @@ def _md_url(url: str) -> str:
     return quote(url, safe=":/?#[]@!$&'*+,;=%~")
 
 
-def _markdown(hits: Sequence[Hit], min_score: float | None, related: Sequence[Topic]) -> str:
+def _markdown(
+    hits: Sequence[Hit],
+    min_score: float | None,
+    related: Sequence[Topic],
+    address: Callable[[Consultation], str],
+) -> str:
     esc = _md_escape
     parts = [f"## {HEADING}", ""]
     if not hits:
         parts += [nothing_found(min_score), ""]
     for hit in hits:
         r = hit.record
-        url = _md_url(safe_url(r.url))
+        url = _md_url(address(r))
         title = esc(title_of(r))
         question = question_excerpt(r)
         parts += [f"### [{title}]({url})" if url else f"### {title}", ""]
@@ -182,7 +202,12 @@ def _markdown(hits: Sequence[Hit], min_score: float | None, related: Sequence[To
     return "\n".join(parts).rstrip() + "\n"
 
 
-def _html(hits: Sequence[Hit], min_score: float | None, related: Sequence[Topic]) -> str:
+def _html(
+    hits: Sequence[Hit],
+    min_score: float | None,
+    related: Sequence[Topic],
+    address: Callable[[Consultation], str],
+) -> str:
     def e(text: str) -> str:
         return html.escape(plain(text))
 
@@ -191,7 +216,7 @@ def _html(hits: Sequence[Hit], min_score: float | None, related: Sequence[Topic]
         parts.append(f'<p class="none">{e(nothing_found(min_score))}</p>')
     for hit in hits:
         r = hit.record
-        url = safe_url(r.url)
+        url = address(r)
         title = e(title_of(r))
         link = f'<a href="{e(url)}">{title}</a>' if url else title
         more = f' <a class="more" href="{e(url)}">[Read More] {title}</a>' if url else ""

@@ -49,32 +49,23 @@ def query(
     ] = None,
 ) -> None:
     """Find the consultations most similar to a free-text question."""
-    from simqa.box.related import NEIGHBOURS, related_faq
+    from simqa.box.box import Box
     from simqa.box.render import render
-    from simqa.box.verify import verifier_for, verify_hits
-    from simqa.index import Index, check_k
+    from simqa.index import open_index
 
     if (text is None) == (file is None):
         raise SimqaError("give either a query TEXT or --file QUERIES")
-    idx = Index.open(index, encoder=encoder)
-    verifier = verifier_for(idx, verify)
+    idx = open_index(index, encoder=encoder)
     filters = {"department": department, "source": source, "tag": tag, "since": since,
                "until": until, "min_score": min_score}  # fmt: skip
     if file is None:
-        hits = idx.search(text, max(check_k(k), NEIGHBOURS), **filters)  # Related FAQ pools more
-        echo(render(verify_hits(hits[:k], verifier, verify), format,
-                     min_score=idx.min_score(min_score),
-                     related=related_faq(None, hits, idx.tag_counts())))  # fmt: skip
+        echo(render(Box.for_question(idx, text, k, verify=verify, **filters), format))
         return
     lines = _read_lines(file)
     for start in range(0, len(lines), 256):
         batch = lines[start : start + 256]
-        for line, hits in zip(batch, idx.search_many(batch, k, **filters), strict=True):
-            shown = verify_hits(hits, verifier, verify)
-            echo(
-                json.dumps({"query": line, "hits": [h.to_json() for h in shown]},
-                           ensure_ascii=False)
-            )
+        for box in Box.for_questions(idx, batch, k, verify=verify, **filters):
+            echo(json.dumps(box.to_json(), ensure_ascii=False))
 
 
 def _read_lines(file: Path) -> list[str]:
@@ -120,16 +111,15 @@ def similar(
     out: Annotated[Path | None, typer.Option(help="With --all: where to write.")] = None,
 ) -> None:
     """Find the consultations most similar to an indexed one, or to a page file."""
-    from simqa.box.related import NEIGHBOURS, related_faq
+    from simqa.box.box import Box
     from simqa.box.render import render
-    from simqa.index import Index, check_k
-    from simqa.ingest import load
+    from simqa.index import open_index
 
     if [record_id is not None, page is not None, every].count(True) != 1:
         raise SimqaError("give one of: a consultation ID, --page FILE or --all")
     if out is not None and not every:
         raise SimqaError("--out goes with --all")
-    idx = Index.open(index, encoder=encoder)
+    idx = open_index(index, encoder=encoder)
     filters = {"department": department, "source": source, "tag": tag, "since": since,
                "until": until, "min_score": min_score}  # fmt: skip
     if every:
@@ -139,19 +129,10 @@ def similar(
                     progress=sys.stderr.isatty(), **filters)  # fmt: skip
         return
     if page is not None:
-        records = list(load([page], format="page", strict=True))
-        if not records:
-            raise SimqaError(f"{page} holds no consultation page")
-        own = records[0]
-        hits = idx.similar_to(own, max(check_k(k), NEIGHBOURS), **filters)  # FAQ pools more
+        box = Box.for_page(idx, page, k, verify=verify, **filters)
     else:
-        own = idx.get(record_id)
-        hits = idx.similar(record_id, max(check_k(k), NEIGHBOURS), **filters)
-    from simqa.box.verify import verifier_for, verify_hits
-
-    shown = verify_hits(hits[:k], verifier_for(idx, verify), verify)
-    echo(render(shown, format, min_score=idx.min_score(min_score),
-                 related=related_faq(own, hits, idx.tag_counts())))  # fmt: skip
+        box = Box.for_id(idx, record_id, k, verify=verify, **filters)
+    echo(render(box, format))
 
 
 def duplicates(
@@ -167,8 +148,8 @@ def duplicates(
     """List pairs (or groups) of consultations whose questions are near-identical."""
     from simqa.box.duplicates import find_duplicates
     from simqa.box.duplicates import render as render_duplicates
-    from simqa.index import Index
+    from simqa.index import open_index
 
-    found = find_duplicates(Index.open(index), min_score)
+    found = find_duplicates(open_index(index), min_score)
     echo(render_duplicates(found, format, groups=groups))
 

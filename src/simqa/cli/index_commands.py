@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -75,16 +74,10 @@ def build(
     it was built (--model, --fields, --index-type, --encoder, --recall) are refused.
     """
     from simqa.index import build as build_index
-    from simqa.index import index_path
-    from simqa.index.search import remote_backend
     from simqa.ingest import IngestReport
 
     report = IngestReport()
     started = time.perf_counter()
-    if milvus is not None or remote_backend(index_path(index)) is not None:
-        from simqa.milvus.command import build_or_append as build_index  # in Milvus
-
-        build_index = partial(build_index, uri=milvus)
     try:
         idx = build_index(
             sources,
@@ -102,6 +95,7 @@ def build(
             min_score=_threshold(min_score),
             hub_penalty=hub_penalty,
             wait=wait,
+            milvus=milvus,
         )
     finally:
         for problem in report.problems:
@@ -133,12 +127,12 @@ def info(
     ] = False,
 ) -> None:
     """Show what an index holds and how it was built."""
-    from simqa.index import Index
+    from simqa.index import open_index
     from simqa.learn.adapt import model_card
 
-    opened = Index.open(index, verify=verify)
+    opened = open_index(index, verify=verify)
     details = opened.info()
-    card = model_card(opened.root, opened.manifest.model) if hasattr(opened, "root") else None
+    card = model_card(opened.root, opened.manifest.model)
     if card:
         details["adapted"] = card
     if verify:
@@ -160,9 +154,9 @@ def delete(
     wait: WaitOpt = 300.0,
 ) -> None:
     """Take consultations down: records and vectors leave in one atomic write."""
-    from simqa.index import Index
+    from simqa.index import open_index
 
-    idx = Index.open(index)
+    idx = open_index(index)
     unknown = [i for i in dict.fromkeys(ids) if not _holds(idx, i)]
     if len(unknown) == len(set(ids)):
         raise SimqaError(f"no consultation with id {', '.join(map(repr, unknown))} in {index}")

@@ -63,7 +63,7 @@ def load_encoder(model: str | None = None, kind: str = "torch", threads: int | N
     if kind == "torch":
         return Encoder(model, threads=threads)
     if kind == "onnx":
-        from simqa.encode.onnx import OnnxEncoder
+        from simqa.encode.onnx_runtime import OnnxEncoder
 
         return OnnxEncoder(model, threads=threads)
     raise SimqaError(f"unknown encoder {kind!r}; choose torch or onnx")

@@ -51,3 +51,24 @@ def trained_on(model: str | Path | None) -> dict[str, str]:
     """{file: sha256} a model made by ``simqa tune`` (or its reranker training) learnt from."""
     files = training_record(model).get("files", {})
     return dict(files) if isinstance(files, dict) else {}
+
+
+def model_dir(model: str | None) -> tuple[str, Path]:
+    """(name recorded in the manifest, model directory on disk) for a model name or path."""
+    name, location = resolve_model(model)
+    path = Path(location)
+    if path.is_dir():
+        return name, path
+    # A hub name: only a copy already in the local Hugging Face cache will do (no network).
+    from huggingface_hub import snapshot_download
+
+    candidates = [location] if "/" in location else [location, f"sentence-transformers/{location}"]
+    for repo_id in candidates:
+        try:
+            return name, Path(snapshot_download(repo_id, local_files_only=True))
+        except Exception:  # not cached / not a valid repo id: try the next spelling
+            continue
+    raise SimqaError(
+        f"cannot find model {model!r} on disk: give a local model directory "
+        f"or a model already in the Hugging Face cache"
+    )

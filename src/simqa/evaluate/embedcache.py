@@ -151,6 +151,6 @@ class EmbeddingCache:
 
 def _export_recipe() -> str:
     """The onnx export's format and recipe: vectors of another export are not reused."""
-    from simqa.encode.onnx import EXPORT_FORMAT, RECIPE
+    from simqa.encode.onnx_export import EXPORT_FORMAT, RECIPE
 
     return f"{EXPORT_FORMAT}:{RECIPE}"

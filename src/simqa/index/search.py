@@ -8,8 +8,6 @@ newest version without reloading the model.
 
 from __future__ import annotations
 
-import importlib
-import json
 import math
 import threading
 import time
@@ -83,11 +81,6 @@ class Index:
         search first checks whether a newer version was published.
         """
         root = layout.index_path(index)
-        remote = remote_backend(root)
-        if remote is not None:  # only a manifest here: the index lives in a server
-            return remote.open(
-                root, model=model, encoder=encoder, verify=verify, refresh_every=refresh_every
-            )
         snapshot = Snapshot(layout.current_version(root), verify=verify)
         if model is not None and resolve_model(model)[0] != snapshot.manifest.model:
             raise ModelMismatch(
@@ -331,25 +324,6 @@ class Index:
             "format_version": m.format_version,
         }
 
-
-#: index folders holding only a manifest, their records and vectors in a server, by the
-#: manifest's vector index kind; loaded by name, so the engine imports no server client
-REMOTE_BACKENDS = {"milvus": "simqa.milvus.index:MilvusIndex"}
-
-
-def remote_backend(root: Path) -> Any:
-    """The ``Index`` class serving a server-backed index folder, or None for a local one."""
-    manifest = root / "manifest.json"
-    if (root / layout.CURRENT).exists() or not manifest.is_file():
-        return None
-    try:
-        kind = json.loads(manifest.read_text()).get("vector_index", {}).get("kind")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if kind not in REMOTE_BACKENDS:
-        return None
-    module, name = REMOTE_BACKENDS[kind].split(":")
-    return getattr(importlib.import_module(module), name)
 
 
 @dataclass(frozen=True)

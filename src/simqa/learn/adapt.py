@@ -45,7 +45,7 @@ from simqa.encode.models import training_record
 from simqa.encode.threshold import KEEP_SIMILAR
 from simqa.errors import SimqaError
 from simqa.files import sha256_file
-from simqa.learn.tune import TrainPair
+from simqa.learn.training_pairs import TrainPair
 
 #: the packaged default training pairs (see simqa/data/README.md)
 DEFAULT_PAIRS = "rqe_amia2016_train.jsonl.gz"
@@ -83,7 +83,7 @@ def labelled_pairs(
         pairs, sha = packaged_pairs()
         log(f"{DEFAULT_PAIRS_LABEL}: {len(pairs):,} pairs")
         return pairs, {f"simqa/data/{DEFAULT_PAIRS}": sha}
-    from simqa.learn.tune import collect
+    from simqa.learn.training_pairs import collect
 
     pairs, files, _counts = collect(sources, log=log)
     return pairs, files
@@ -126,7 +126,7 @@ def adapt(
         raise SimqaError("epochs must be positive")
     _need_training_extra()
     from simqa.index import open_index
-    from simqa.learn.tune import corpus_pairs, mine_negatives
+    from simqa.learn.training_pairs import corpus_pairs, mine_negatives
 
     started = time.perf_counter()
     root = layout.index_path(index)
@@ -367,9 +367,9 @@ def _weights_hash(folder: Path) -> str:
 
 
 def _export_onnx(folder: Path, log: Log) -> None:
-    """The int8 ONNX export, kept inside the model folder (``onnx_encoder.BUNDLED``); the
+    """The int8 ONNX export, kept inside the model folder (``onnx_export.BUNDLED``); the
     float export it is quantised from (90 MB for MiniLM) is not kept."""
-    from simqa.encode.onnx import BUNDLED, FP32, INT8, META, export
+    from simqa.encode.onnx_export import BUNDLED, FP32, INT8, META, export
 
     if (folder / BUNDLED / META).is_file() and (folder / BUNDLED / INT8).is_file():
         return

@@ -23,18 +23,14 @@ import numpy as np
 
 from simqa.encode.models import TRAINING_RECORD
 from simqa.errors import SimqaError
+from simqa.learn.training_pairs import Log, TrainPair, collect, mine_negatives, write_pairs
 from simqa.learn.tune import (
-    Log,
-    TrainPair,
     _cleanup,
     _final_loss,
     _seed_everything,
     _train_args,
     _write_record,
-    collect,
-    mine_negatives,
     run_trainer,
-    write_pairs,
 )
 
 #: what ``Index.search``-style callers rerank by default

@@ -1,4 +1,5 @@
-"""``MilvusIndex``: the ``Index`` interface answered from a Milvus collection.
+"""``MilvusIndex``: the index interface (``simqa.index.protocol``) answered from a Milvus
+collection.
 
 It keeps no local state but the manifest: every search is one Milvus request returning
 the hits' records with their scores, filters run inside Milvus as boolean expressions,
@@ -22,17 +23,18 @@ from typing import Any, Unpack
 import numpy as np
 
 import simqa.index.layout as layout
+import simqa.milvus.rows as row_writes
 import simqa.milvus.schema as schema
-import simqa.milvus.write as write
 from simqa.encode.encoder import shared_encoder
 from simqa.encode.models import resolve_model
 from simqa.errors import ModelMismatch, SimqaError, UnknownConsultation
 from simqa.index.hits import Filters, Hit, check_k, check_query, question_key
 from simqa.index.manifest import FILENAME, Manifest
-from simqa.index.search import SPARE, Index
+from simqa.index.search import SPARE
 from simqa.index.snapshot import EXACT_SUBSET_MAX
 from simqa.index.store import Filter
 from simqa.milvus.client import Connection
+from simqa.milvus.folder import check_collection, load_manifest
 from simqa.milvus.vectors import MAX_TOPK, MilvusVectors
 from simqa.records import Consultation, normalise
 
@@ -40,7 +42,7 @@ from simqa.records import Consultation, normalise
 SCAN_BATCH = 1000
 
 
-class MilvusIndex(Index):
+class MilvusIndex:
     """A simqa index whose records and vectors live in Milvus. Open it once, reuse it."""
 
     def __init__(
@@ -88,14 +90,14 @@ class MilvusIndex(Index):
 
         ``verify`` has nothing local to check beyond that (Milvus keeps its own data)."""
         root = layout.index_path(index)
-        manifest = write.load_manifest(root)
+        manifest = load_manifest(root)
         if model is not None and resolve_model(model)[0] != manifest.model:
             raise ModelMismatch(
                 f"index {index} was built with model {manifest.model}, not {model}; "
                 "rebuild it or query without --model"
             )
         conn = Connection(manifest.vector_index["uri"])
-        write.check_collection(conn, manifest.vector_index["collection"], manifest)
+        check_collection(conn, manifest.vector_index["collection"], manifest)
         return cls(root, manifest, conn, encoder, refresh_every)
 
     def refresh(self) -> bool:
@@ -105,17 +107,11 @@ class MilvusIndex(Index):
             self._checked = time.monotonic()
             if _stamp(self.root) == self._stamp:
                 return False
-            manifest = write.load_manifest(self.root)
+            manifest = load_manifest(self.root)
             if (manifest.model, manifest.encoder) != (self._manifest.model, self._manifest.encoder):
                 self._encoder = None
             self._use(manifest)
             return True
-
-    @property
-    def snapshot(self) -> Any:
-        raise SimqaError(
-            f"index {self.root} lives in Milvus at {self.conn.uri}: it has no local snapshot"
-        )
 
     @property
     def manifest(self) -> Manifest:
@@ -155,16 +151,19 @@ class MilvusIndex(Index):
     def add(self, records: Iterable[Consultation], **options: Any) -> dict[str, int]:
         """Add or update consultations (see ``simqa.milvus.write``); seen by every reader
         of the same Milvus once it returns."""
-        counts = write.write(self.root, records, **options)
+        counts = row_writes.write(self.root, records, **options)
         self.refresh()
         return counts
 
     def delete(self, ids: Iterable[str], **options: Any) -> int:
-        counts = write.write(self.root, (), delete=list(ids), **options)
+        counts = row_writes.write(self.root, (), delete=list(ids), **options)
         self.refresh()
         return counts["deleted"]
 
     # --- searching -------------------------------------------------------------------------
+
+    def search(self, text: str, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]:
+        return self.search_many([text], k, **filters)[0]
 
     def search_many(
         self, texts: list[str], k: int = 5, **filters: Unpack[Filters]

@@ -11,9 +11,9 @@ from fastapi import FastAPI
 import simqa.serve.errors as errors
 from simqa.index import Index, open_index
 from simqa.serve.bodylimit import BodyLimit
-from simqa.serve.layout import page_templates
 from simqa.serve.routes import consultations, info, pages, search
 from simqa.serve.settings import MAX_BODY_BYTES, Settings, check_token
+from simqa.serve.templating import page_templates
 from simqa.serve.timing import ServerTiming
 from simqa.serve.writer import Writer
 

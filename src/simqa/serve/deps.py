@@ -45,11 +45,16 @@ class BoxParams:
         float | None,
         Query(ge=-1, le=1, description="Leave out hits below this cosine (default: the index's)."),
     ] = None
+    verify: Annotated[
+        Literal["flag", "drop", "off"],
+        Query(description="flag: each hit says whether the verifier judges it the same "
+              "question; drop: leave out those it judges different; off."),
+    ] = "flag"
     format: FormatParam = "json"
 
-    def filters(self) -> dict[str, Any]:
-        """The filters as keyword arguments for the index's searches (None: not given)."""
-        names = ("department", "source", "tag", "since", "until", "min_score")
+    def box_options(self) -> dict[str, Any]:
+        """The verifier mode and the filters, as keyword arguments of ``Box.for_*``."""
+        names = ("department", "source", "tag", "since", "until", "min_score", "verify")
         return {name: getattr(self, name) for name in names}
 
 

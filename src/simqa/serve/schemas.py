@@ -1,10 +1,12 @@
 """The JSON shapes of the API, for the OpenAPI docs at /docs and for request bodies.
 
-Responses are serialised straight from ``Hit.to_json()`` (the same keys as ``simqa query
---format json``); these models document them.
+Responses are serialised straight from ``Box.to_json()`` (the object ``simqa query
+--format json`` prints); these models document them.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
@@ -23,18 +25,30 @@ class HitOut(BaseModel):
     department: str
     ask_date: str
     reply_date: str
+    tags: list[str]
     url: str
     source: str
+    same_question: bool | None = Field(
+        None, description="the verifier's verdict (with verify=flag, where one is known)"
+    )
+    same_question_probability: float | None = None
+
+
+class TopicOut(BaseModel):
+    topic: str
+    department: str = Field(description='"" when the corpus names none')
 
 
 class SimilarOut(BaseModel):
     id: str
     hits: list[HitOut]
+    related_faq: list[TopicOut]
 
 
 class SearchOut(BaseModel):
     query: str
     hits: list[HitOut]
+    related_faq: list[TopicOut]
 
 
 class BatchOut(BaseModel):
@@ -53,6 +67,7 @@ class SearchIn(BaseModel):
     since: str | None = Field(None, max_length=40)
     until: str | None = Field(None, max_length=40)
     min_score: float | None = Field(None, ge=-1, le=1)
+    verify: Literal["flag", "drop", "off"] = "flag"
 
     @model_validator(mode="after")
     def _one_kind(self) -> SearchIn:

@@ -1,15 +1,21 @@
 """Pages a person can use: a question box at ``/`` and each consultation at ``/c/{id}``,
-both with the Similar Q&A box laid out as on the reference page. Server-rendered, no
-JavaScript; every record text goes through Jinja's autoescaping."""
+both with the Similar Q&A box (``simqa.Box``, laid out by ``simqa.render`` with each hit
+linking to its page here). Server-rendered, no JavaScript; every record text is escaped.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse
+from markupsafe import Markup
 
+from simqa.box.box import Box
+from simqa.box.render import render
 from simqa.index.hits import MAX_QUERY_CHARS
+from simqa.records import Consultation
 from simqa.serve.deps import live_index
 from simqa.serve.settings import MAX_K
 
@@ -19,6 +25,16 @@ router = APIRouter(include_in_schema=False)
 PAGE_K = 4
 
 
+def page_of(record: Consultation) -> str:
+    """Where this server shows a consultation."""
+    return "/c/" + quote(record.id, safe="")
+
+
+def box_section(box: Box) -> Markup:
+    """The box as the page shows it (``render`` escapes every record text)."""
+    return Markup(render(box, "html", link=page_of))
+
+
 @router.get("/", response_class=HTMLResponse)
 def home(
     request: Request,
@@ -26,11 +42,9 @@ def home(
     k: Annotated[int, Query(ge=1, le=MAX_K)] = PAGE_K,
 ) -> HTMLResponse:
     index = live_index(request)
-    hits = index.search(q, k) if q.strip() else None
+    box = box_section(Box.for_question(index, q, k)) if q.strip() else None
     return request.app.state.templates.TemplateResponse(
-        request,
-        "home.html",
-        {"q": q, "hits": hits, "min_score": index.min_score(), "records": len(index)},
+        request, "home.html", {"q": q, "box": box, "records": len(index)}
     )
 
 
@@ -38,9 +52,7 @@ def home(
 def consultation(request: Request, record_id: str) -> HTMLResponse:
     index = live_index(request)
     record = index.get(record_id)
-    hits = index.similar(record_id, PAGE_K)
+    box = box_section(Box.for_id(index, record_id, PAGE_K))
     return request.app.state.templates.TemplateResponse(
-        request,
-        "consultation.html",
-        {"record": record, "hits": hits, "min_score": index.min_score()},
+        request, "consultation.html", {"record": record, "box": box}
     )

@@ -1,5 +1,5 @@
-"""The page templates (package data) and the helpers they lay records out with: the same
-excerpts and bylines as ``simqa.box.render``, so the page's box reads like the CLI's."""
+"""The page templates (package data) and the helpers they lay a consultation out with: the
+same bylines and titles as ``simqa.box.render``, which lays out every page's box itself."""
 
 from __future__ import annotations
 
@@ -9,15 +9,7 @@ from urllib.parse import urlsplit
 import jinja2
 from fastapi.templating import Jinja2Templates
 
-from simqa.box.render import (
-    NO_REPLY,
-    QUESTION_CHARS,
-    REPLY_CHARS,
-    byline,
-    excerpt,
-    nothing_found,
-    title_of,
-)
+from simqa.box.render import NO_REPLY, byline, title_of
 from simqa.records import Consultation, Reply, normalise
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -51,12 +43,8 @@ def page_templates() -> Jinja2Templates:
         lstrip_blocks=True,
     )
     env.globals.update(
-        excerpt=excerpt,
         title_of=title_of,
         byline=byline,
-        nothing_found=nothing_found,
-        QUESTION_CHARS=QUESTION_CHARS,
-        REPLY_CHARS=REPLY_CHARS,
         NO_REPLY=NO_REPLY,
         asker_line=asker_line,
         reply_byline=reply_byline,

@@ -1,4 +1,5 @@
-"""The encoder of :mod:`simqa.encode.encoder`, run by onnxruntime: faster, no torch at query time.
+"""Exporting a sentence-transformers model to int8 ONNX, once, offline: what
+:mod:`simqa.encode.onnx_runtime` then runs without torch.
 
 The sentence-transformers model is exported once to ONNX (``torch.onnx.export``) and its
 MatMul weights quantised to int8 (``onnxruntime.quantization.quantize_dynamic``), offline from
@@ -33,10 +34,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import simqa.files as files
-from simqa.encode.models import resolve_model
+from simqa.encode.models import model_dir
 from simqa.errors import SimqaError
 
 # Bump when the exported files or the recipe change, so old cache folders are not reused.
@@ -51,27 +50,6 @@ PRECISIONS = {"int8": INT8, "fp32": FP32}
 BUNDLED = "onnx"
 POOLING_MODES = ("cls", "max", "mean", "mean_sqrt_len_tokens", "weightedmean", "lasttoken")
 _SKIP_DIRS = {".git", "onnx", "openvino", "__pycache__"}
-
-
-def model_dir(model: str | None) -> tuple[str, Path]:
-    """(name recorded in the manifest, model directory on disk) for a model name or path."""
-    name, location = resolve_model(model)
-    path = Path(location)
-    if path.is_dir():
-        return name, path
-    # A hub name: only a copy already in the local Hugging Face cache will do (no network).
-    from huggingface_hub import snapshot_download
-
-    candidates = [location] if "/" in location else [location, f"sentence-transformers/{location}"]
-    for repo_id in candidates:
-        try:
-            return name, Path(snapshot_download(repo_id, local_files_only=True))
-        except Exception:  # not cached / not a valid repo id: try the next spelling
-            continue
-    raise SimqaError(
-        f"cannot find model {model!r} on disk: give a local model directory "
-        f"or a model already in the Hugging Face cache"
-    )
 
 
 def model_key(path: Path) -> str:
@@ -322,166 +300,3 @@ def export(model: str | None, out_dir: Path, quantize: bool = True) -> Path:
             "set SIMQA_CACHE to a writable folder"
         ) from None
     return out_dir / (INT8 if quantize else FP32)
-
-
-def _pool(hidden: np.ndarray, mask: np.ndarray, modes: list[str]) -> np.ndarray:
-    """Sentence vectors from token vectors as ST's Pooling makes them (batches are right-padded)."""
-    maskf = mask[:, :, None].astype(np.float32)
-    lengths = mask.sum(axis=1)
-    out = []
-    for mode in modes:
-        if mode == "cls":
-            out.append(hidden[:, 0])
-        elif mode == "max":
-            out.append(np.where(maskf > 0, hidden, -np.inf).max(axis=1))
-        elif mode in ("mean", "mean_sqrt_len_tokens"):
-            count = np.maximum(lengths[:, None].astype(np.float32), 1e-9)
-            total = (hidden * maskf).sum(axis=1)
-            out.append(total / (count if mode == "mean" else np.sqrt(count)))
-        elif mode == "weightedmean":
-            weights = maskf * np.arange(1, hidden.shape[1] + 1, dtype=np.float32)[None, :, None]
-            out.append((hidden * weights).sum(axis=1) / np.maximum(weights.sum(axis=1), 1e-9))
-        else:  # lasttoken
-            last = np.maximum(lengths - 1, 0)
-            out.append(hidden[np.arange(len(hidden)), last])
-    return out[0] if len(out) == 1 else np.concatenate(out, axis=1)
-
-
-class OnnxEncoder:
-    """Drop-in for :class:`simqa.encode.encoder.Encoder`, run by onnxruntime from a cached export.
-
-    ``precision`` is ``int8`` (quantised, the fast one) or ``fp32`` (the exact export).
-    """
-
-    kind = "onnx"
-    #: recorded in an index's manifest: vectors of another export recipe differ slightly
-    recipe = f"onnx-{EXPORT_FORMAT}-{RECIPE}"
-
-    def __init__(
-        self,
-        model: str | None = None,
-        threads: int | None = None,
-        precision: str = "int8",
-        cache_dir: Path | None = None,
-    ) -> None:
-        if precision not in PRECISIONS:
-            raise SimqaError(f"unknown onnx precision {precision!r}; choose int8 or fp32")
-        self.name, path = model_dir(model)
-        self.precision = precision
-        if cache_dir is None and (path / BUNDLED / META).is_file():
-            cache_dir = path / BUNDLED  # an export shipped inside the model folder
-        self.dir = Path(cache_dir) if cache_dir else files.cache_dir() / "onnx" / model_key(path)
-        self.path = self.dir / PRECISIONS[precision]
-        meta = self._read_meta()
-        if meta is None or not self.path.exists():
-            export(model, self.dir, quantize=precision == "int8")
-            meta = self._read_meta()
-            if meta is None:
-                raise SimqaError(f"onnx export in {self.dir} left no usable {META}")
-            if not cache_dir:
-                prune_cache(self.dir)
-        self.dim = int(meta["dim"])
-        self.max_tokens = int(meta["max_seq_length"])
-        self._inputs: list[str] = list(meta["inputs"])
-        self._pooling: list[str] = list(meta["pooling"])
-        self._normalize = bool(meta["normalize"])
-        self._prompt: str = meta.get("prompt", "")
-        self._pad_id = int(meta["pad_id"])
-
-        from tokenizers import Tokenizer
-
-        self.tokenizer = Tokenizer.from_file(str(self.dir / TOKENIZER))
-        self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(max_length=self.max_tokens)
-        self.session = self._session(threads)
-        self._output = self.session.get_outputs()[0].name
-        #: many texts run on this many threads, one text per run each (see ``encode``)
-        self.workers = int(threads or os.cpu_count() or 1)
-        self._bulk: Any = None
-
-    def _session(self, threads: int | None) -> Any:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = int(threads)
-        options.inter_op_num_threads = 1
-        options.log_severity_level = 3
-        try:
-            return ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # a damaged cache file: onnxruntime raises its own types
-            raise SimqaError(
-                f"cannot load {self.path} ({type(exc).__name__}); delete {self.dir} to re-export"
-            ) from None
-
-    def _read_meta(self) -> dict[str, Any] | None:
-        try:
-            meta = json.loads((self.dir / META).read_text())
-        except (OSError, ValueError):
-            return None
-        if meta.get("format") != EXPORT_FORMAT or meta.get("recipe") != RECIPE:
-            return None
-        return meta
-
-    def _run(self, ids: list[int], type_ids: list[int], session: Any = None) -> np.ndarray:
-        """One forward pass over one text, unpadded; returns its pooled (normalised) vector.
-
-        One text per call on purpose: dynamic int8 quantisation takes each activation's
-        scale over the whole input tensor, so in a padded batch a text's vector would
-        depend on the other texts (and their padding) it happened to share the batch with.
-        """
-        input_ids = np.asarray([ids], dtype=np.int64)
-        mask = np.ones_like(input_ids)
-        arrays = {
-            "input_ids": input_ids,
-            "attention_mask": mask,
-            "token_type_ids": np.asarray([type_ids], dtype=np.int64),
-        }
-        session = session or self.session
-        hidden = session.run([self._output], {n: arrays[n] for n in self._inputs})[0]
-        vector = _pool(hidden, mask, self._pooling)
-        if self._normalize:
-            vector /= np.maximum(np.linalg.norm(vector, axis=1, keepdims=True), 1e-12)
-        return vector[0]
-
-    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-        """Unit-length float32 vectors, one row per text, so inner product is cosine.
-
-        Each text is run alone (see ``_run``), so its vector is the same whichever texts
-        it is encoded with: a build stores what a query of the same text computes. Many
-        texts run on ``workers`` threads at once, each run on one thread of a second
-        session (one-thread runs give the same vectors, bit for bit, and two of them at once
-        use two cores better than one run split over both); ``batch_size`` only sets how
-        often the progress bar moves.
-        """
-        texts = [self._prompt + str(t) for t in texts]
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        if len(texts) == 1:  # the query path
-            enc = self.tokenizer.encode(texts[0])
-            out[0] = self._run(enc.ids, enc.type_ids)
-            return out
-        step = max(1, int(batch_size))
-        starts: Any = range(0, len(texts), step)
-        if progress:
-            from tqdm.auto import tqdm
-
-            starts = tqdm(starts, desc="Batches", total=-(-len(texts) // step))
-        pool = None
-        if self.workers > 1 and len(texts) > self.workers:
-            from concurrent.futures import ThreadPoolExecutor
-
-            if self._bulk is None:
-                self._bulk = self._session(1)
-            pool = ThreadPoolExecutor(self.workers)
-        try:
-            for start in starts:
-                chunk = self.tokenizer.encode_batch(texts[start : start + step])
-                if pool is None:
-                    rows = [self._run(e.ids, e.type_ids) for e in chunk]
-                else:
-                    rows = list(pool.map(lambda e: self._run(e.ids, e.type_ids, self._bulk), chunk))
-                out[start : start + len(rows)] = rows
-        finally:
-            if pool is not None:
-                pool.shutdown()
-        return out

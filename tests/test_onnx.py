@@ -14,20 +14,10 @@ import numpy as np
 import pytest
 
 from simqa.encode.encoder import Encoder, load_encoder
-from simqa.encode.onnx import (
-    FP32,
-    INT8,
-    META,
-    POOLING_MODES,
-    OnnxEncoder,
-    _pool,
-    export,
-    model_key,
-    prune_cache,
-)
+from simqa.encode.onnx_export import FP32, INT8, META, POOLING_MODES, export, model_key, prune_cache
+from simqa.encode.onnx_runtime import OnnxEncoder, _pool
 from simqa.errors import SimqaError
-
-from .conftest import DATA
+from tests.helpers import DATA
 
 MQP = DATA / "curai_mqp" / "mqp.csv"
 ICLINIQ = DATA / "lasseregin_medical_qa" / "icliniqQAs.json"
@@ -201,7 +191,7 @@ def test_stale_exports_are_pruned(tmp_path):
 
 def test_query_path_needs_no_torch(exported):
     code = (
-        "import sys; from simqa.encode.onnx import OnnxEncoder; "
+        "import sys; from simqa.encode.onnx_runtime import OnnxEncoder; "
         f"v = OnnxEncoder(cache_dir={str(exported)!r}).encode(['chest pain at night']); "
         "assert v.shape == (1, 384); assert 'torch' not in sys.modules, 'torch imported'"
     )

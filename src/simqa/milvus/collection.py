@@ -1,37 +1,20 @@
-"""Writing a Milvus-backed index: first builds, and appends, updates and deletes.
+"""Building a Milvus-backed index: a new collection, filled, indexed and tuned, then switched
+to in one step.
 
-The index folder keeps only ``manifest.json`` (model, URI, collection, index type, tuned
-search parameters, measured recall), the writer lock and, while a write is under way, its
-undo journal. Everything a query needs is in Milvus.
-
-Rules (the embedded index's, carried over):
-
-- One writer at a time per index folder: the folder's OS lock (``layout.writer_lock``).
-  It serialises writers on one machine (or sharing the folder over a file system with
-  working locks); writers on different machines are not serialised: run writes from one
-  place (e.g. one ``simqa serve`` with a write token), readers may be anywhere.
-- A (re)build writes a new collection, tunes it, and only then points the index's alias
-  at it (one atomic switch on the server; Milvus Lite has no aliases, so there the local
-  manifest naming the collection is the pointer, replaced atomically): a failed build
-  leaves the previous collection serving.
-- An append or delete upserts / deletes rows (Milvus has no multi-row transactions, so
-  readers may see its first batches before it returns). Before touching a row it saves
-  the row's previous state in an undo journal; if the write fails it puts every touched
-  row back and removes the rows it added, so a failed append leaves exactly the previous
-  records. A writer killed mid-write leaves the journal, and the next writer undoes it
-  first. On return, every process reading through the same Milvus sees the write
-  (collections are created with Strong consistency).
+A (re)build writes a new collection, tunes it, and only then points the index's alias at
+it (one atomic switch on the server; Milvus Lite has no aliases, so there the local
+manifest naming the collection is the pointer, replaced atomically): a failed build leaves
+the previous collection serving. ``build_or_append`` is what ``simqa.build(...,
+milvus=URI)`` runs.
 """
+
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -39,10 +22,11 @@ from typing import Any
 import numpy as np
 
 import simqa.index.layout as layout
+import simqa.milvus.rows as row_writes
 import simqa.milvus.schema as schema
 from simqa.encode.encoder import DEFAULT_ENCODER, shared_encoder
-from simqa.errors import ModelMismatch, SimqaError
-from simqa.index.manifest import FILENAME, Manifest
+from simqa.errors import SimqaError
+from simqa.index.manifest import Manifest
 from simqa.index.writes import (
     DEFAULT_FIELDS,
     DEFAULT_RECALL,
@@ -50,105 +34,25 @@ from simqa.index.writes import (
     min_score_for,
     now,
     records_from,
-    refuse_changes,
     simqa_version,
 )
 from simqa.milvus.client import Connection
+from simqa.milvus.folder import (
+    BATCH_BYTES,
+    UNDO,
+    alias_for,
+    description,
+    is_milvus_index,
+    load_manifest,
+    save_manifest,
+)
+from simqa.milvus.index import MilvusIndex
 from simqa.milvus.vectors import MilvusVectors, choose
 from simqa.records import Consultation
 from simqa.vectors.tuning import tune_search_params
 
-UNDO = "undo.json"
-#: bytes of rows per insert/upsert request (Milvus refuses messages past 64 MB)
-BATCH_BYTES = 8 * 2**20
 #: how long a build waits for Milvus to index what it inserted before tuning
 INDEX_WAIT_SECONDS = 1800.0
-ALL_FIELDS = [
-    "vid",
-    "id",
-    "vector",
-    "department",
-    "source",
-    "ask_iso",
-    "tags",
-    "text_hash",
-    "record",
-]
-
-
-# --- the index folder --------------------------------------------------------------------
-
-
-def is_milvus_index(root: Path) -> bool:
-    """True for an index folder whose manifest points at Milvus."""
-    path = Path(root) / FILENAME
-    if not path.is_file() or (Path(root) / layout.CURRENT).exists():
-        return False
-    try:
-        return json.loads(path.read_text()).get("vector_index", {}).get("kind") == "milvus"
-    except (OSError, ValueError, AttributeError):
-        return False
-
-
-def save_manifest(root: Path, manifest: Manifest) -> None:
-    """Replace the folder's manifest atomically (it names the collection readers use)."""
-    manifest.files = {}
-    tmp = root / f".{FILENAME}.{uuid.uuid4().hex}"
-    with tmp.open("w") as handle:
-        handle.write(json.dumps(asdict(manifest), indent=2) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, root / FILENAME)
-
-
-def load_manifest(root: Path) -> Manifest:
-    manifest = Manifest.load(root)
-    if manifest.vector_index.get("kind") != "milvus":
-        raise SimqaError(f"{root} is not a Milvus-backed index")
-    return manifest
-
-
-def alias_for(root: Path) -> str:
-    """The collection alias of an index folder: ``simqa_`` + its name, made Milvus-safe."""
-    name = re.sub(r"[^A-Za-z0-9_]", "_", Path(root).resolve().name)
-    return f"simqa_{name}"[:200]
-
-
-def description(manifest: Manifest) -> str:
-    """What the collection itself records, so any reader can check it was built alike."""
-    return json.dumps(
-        {
-            "simqa": {
-                "model": manifest.model,
-                "dim": manifest.dim,
-                "embed_fields": manifest.embed_fields,
-                "encoder": manifest.encoder,
-            }
-        }
-    )
-
-
-def check_collection(conn: Connection, collection: str, manifest: Manifest) -> None:
-    """ModelMismatch when the collection was built with another model, dimension or text."""
-    info = conn.call("describe_collection", collection)
-    try:
-        built = json.loads(info.get("description") or "{}")["simqa"]
-    except (ValueError, KeyError, TypeError):
-        raise SimqaError(
-            f"collection {collection} at {conn.uri} was not written by simqa; refusing to use it"
-        ) from None
-    dim = next((f["params"].get("dim") for f in info["fields"] if f["name"] == "vector"), None)
-    mine = (manifest.model, manifest.dim, manifest.embed_fields)
-    theirs = (built.get("model"), int(dim or built.get("dim") or 0), built.get("embed_fields"))
-    if mine != theirs:
-        raise ModelMismatch(
-            f"collection {collection} at {conn.uri} holds {theirs[1]}-dimensional vectors of "
-            f"{theirs[0]} ({theirs[2]}), this index's manifest says {mine[1]}-dimensional "
-            f"{mine[0]} ({mine[2]}); rebuild it with simqa build --milvus"
-        )
-
-
-# --- first builds ------------------------------------------------------------------------
 
 
 def build(
@@ -194,7 +98,6 @@ def build(
     )
     return _create(index, uri, pairs(), len(records), meta, index_type, recall, wait)
 
-
 def from_index(
     source: Any,
     index: str | Path,
@@ -222,7 +125,6 @@ def from_index(
     )  # fmt: skip
     return _create(index, uri, pairs(), len(vids), meta, index_type, recall, wait)
 
-
 def from_vectors(
     pairs: Iterable[tuple[Consultation, np.ndarray]],
     count: int,
@@ -245,7 +147,6 @@ def from_vectors(
         encoder=encoder, min_score=min_score,
     )  # fmt: skip
     return _create(index, uri, iter(pairs), count, meta, index_type, recall, wait)
-
 
 def _create(
     index: str | Path,
@@ -316,7 +217,6 @@ def _create(
                 _drop_quietly(conn, stale)
     return root
 
-
 def _insert_all(
     conn: Connection,
     collection: str,
@@ -349,7 +249,6 @@ def _insert_all(
         conn.call("insert", collection, batch)
     return np.array(ids, dtype=np.int64), np.vstack(vecs) if vecs else np.zeros((0, dim))
 
-
 def _wait_indexed(conn: Connection, collection: str, rows: int) -> None:
     """Seal what was inserted and wait until Milvus has indexed all of it, so tuning
     measures the index queries will use (growing segments are searched brute force)."""
@@ -381,7 +280,6 @@ def _wait_indexed(conn: Connection, collection: str, rows: int) -> None:
             return
         time.sleep(0.5)
 
-
 def _deployment(conn: Connection, variable: str, name: str) -> dict[str, int]:
     """A cluster's shard (write channel) or in-memory replica count, from the environment
     (SIMQA_MILVUS_SHARDS, SIMQA_MILVUS_REPLICAS); Milvus's defaults otherwise."""
@@ -391,7 +289,6 @@ def _deployment(conn: Connection, variable: str, name: str) -> dict[str, int]:
     if not value.isdigit() or int(value) < 1:
         raise SimqaError(f"{variable} must be a whole number of at least 1, got {value!r}")
     return {name: int(value)}
-
 
 def _switch(conn: Connection, alias: str, collection: str) -> str | None:
     """Point ``alias`` at ``collection`` in one step; return the collection it left."""
@@ -407,13 +304,11 @@ def _switch(conn: Connection, alias: str, collection: str) -> str | None:
         conn.call("create_alias", collection, alias)
     return old
 
-
 def _old_manifest(root: Path) -> Manifest | None:
     try:
         return load_manifest(root) if is_milvus_index(root) else None
     except SimqaError:
         return None
-
 
 def _drop_quietly(conn: Connection, collection: str) -> None:
     try:
@@ -425,184 +320,42 @@ def _drop_quietly(conn: Connection, collection: str) -> None:
         pass  # a leftover collection wastes space but serves no one: no alias points at it
 
 
-# --- appends, updates and deletes ---------------------------------------------------------
-
-
-def write(
-    root: Path,
-    records: Iterable[Consultation],
+def build_or_append(
+    sources: Iterable[Consultation | str | Path],
+    index: str | Path,
     *,
-    delete: Iterable[str] = (),
-    fixed: dict[str, Any] | None = None,
-    min_score: float | str | None = "auto",
-    progress: bool = False,
-    batch_size: int = 64,
-    wait: float = layout.DEFAULT_WAIT_SECONDS,
+    uri: str | None,
+    append: bool = False,
     hub_penalty: float | None = None,
-) -> dict[str, int]:
-    """Add or update ``records`` and delete ``delete`` ids; returns counts (added,
-    updated, embedded, deleted, records). All or nothing (see the module's rules)."""
-    root = layout.index_path(root)
-    manifest = load_manifest(root)
+    **options: Any,
+) -> MilvusIndex:
+    """What ``simqa build --milvus URI`` does: a (re)build, or with ``append`` an append
+    to the Milvus-backed index ``index``; returns it opened (a ``MilvusIndex``)."""
     if hub_penalty:
         raise SimqaError("a Milvus index ranks by cosine: --hub-penalty is not available")
-    refuse_changes(manifest, fixed or {}, root, manifest.vector_index.get("index_type"))
-    conn = Connection(manifest.vector_index["uri"])
-    collection = manifest.vector_index["collection"]
-    with layout.writer_lock(root, wait):
-        check_collection(conn, collection, manifest)
-        undo(root, conn)
-        counts = _apply(
-            root,
-            conn,
-            collection,
-            manifest,
-            list(last_of_each_id(records)),
-            list(dict.fromkeys(map(str, delete))),
-            progress,
-            batch_size,
+    root = layout.index_path(index)
+    if not append:
+        if uri is None:
+            uri = load_manifest(root).vector_index["uri"]  # rebuild where it lives
+        return MilvusIndex.open(build(sources, root, uri, **options))
+    manifest = load_manifest(root) if is_milvus_index(root) else None
+    if manifest is None:
+        raise SimqaError(f"no Milvus-backed index at {root} to append to (build it first)")
+    if uri is not None and not Connection.same(uri, manifest.vector_index["uri"]):
+        raise SimqaError(
+            f"--milvus cannot change on an append (the index lives at "
+            f"{manifest.vector_index['uri']})"
         )
-        if min_score != "auto":
-            manifest.min_score = None if min_score is None else float(min_score)
-            manifest.updated = now()
-            save_manifest(root, manifest)
-    return counts
-
-
-def _apply(
-    root: Path,
-    conn: Connection,
-    collection: str,
-    manifest: Manifest,
-    records: list[Consultation],
-    delete: list[str],
-    progress: bool,
-    batch_size: int,
-) -> dict[str, int]:
-    fields = manifest.embed_fields
-    wanted = {schema.vid_of(r.id): r for r in records}
-    gone = {schema.vid_of(i): i for i in delete}
-    before = {int(r["vid"]): r for r in _get_rows(conn, collection, [*wanted, *gone])}
-    for vid, row in before.items():
-        expected = wanted[vid].id if vid in wanted else gone[vid]
-        if row["id"] != expected:
-            raise SimqaError(f"ids {row['id']!r} and {expected!r} hash to the same Milvus key")
-    vectors: dict[int, np.ndarray] = {}
-    to_embed = []
-    for vid, record in wanted.items():
-        old = before.get(vid)
-        if old is not None and old["text_hash"] == record.content_hash(fields):
-            vectors[vid] = np.asarray(old["vector"], dtype=np.float32)  # same text: no model
-        else:
-            to_embed.append((vid, record))
-    if to_embed:
-        enc = shared_encoder(
-            manifest.model, "auto" if manifest.encoder == "onnx" else manifest.encoder
-        )
-        texts = [r.embedding_text(fields) for _, r in to_embed]
-        for (vid, _), vec in zip(
-            to_embed, enc.encode(texts, batch_size=batch_size, progress=progress), strict=True
-        ):
-            vectors[vid] = vec
-    rows = [schema.to_row(r, vectors[vid], fields) for vid, r in wanted.items()]
-    deleting = [vid for vid in gone if vid in before and vid not in wanted]
-    journal = {
-        "collection": collection,
-        "added": [vid for vid in wanted if vid not in before],
-        "previous": [_plain(before[vid]) for vid in [*wanted, *deleting] if vid in before],
-    }
-    _write_json(root / UNDO, journal)
-    try:
-        _upsert(conn, collection, rows, manifest.dim)
-        for start in range(0, len(deleting), 1000):
-            conn.call("delete", collection, ids=deleting[start : start + 1000])
-    except BaseException as exc:
-        try:
-            undo(root, conn)
-        except SimqaError as again:
-            raise SimqaError(
-                f"{_line(exc)}; undoing it failed too ({_line(again)}): the next write to "
-                f"{root} undoes it before anything else"
-            ) from None
-        if isinstance(exc, SimqaError):
-            raise type(exc)(f"{exc}; the write was undone (the index holds what it held)") from None
-        raise
-    (root / UNDO).unlink(missing_ok=True)
-    total = int(
-        conn.call("query", collection, filter="", output_fields=["count(*)"])[0]["count(*)"]
+    fixed = {k: options.get(k) for k in ("model", "fields", "index_type", "recall", "encoder")}
+    records = records_from(
+        sources, options.get("format"), options.get("strict", False), options.get("report")
     )
-    return {
-        "added": len(journal["added"]),
-        "updated": len(wanted) - len(journal["added"]),
-        "embedded": len(to_embed),
-        "deleted": len(deleting),
-        "records": total,
-    }
-
-
-def undo(root: Path, conn: Connection) -> bool:
-    """Put back what an unfinished write changed (its journal); True if there was one."""
-    path = root / UNDO
-    if not path.exists():
-        return False
-    journal = json.loads(path.read_text())
-    collection = journal["collection"]
-    added = [int(v) for v in journal["added"]]
-    for start in range(0, len(added), 1000):
-        conn.call("delete", collection, ids=added[start : start + 1000])
-    previous = journal["previous"]
-    if previous:
-        dim = len(previous[0]["vector"])
-        _upsert(conn, collection, previous, dim)
-    path.unlink()
-    return True
-
-
-def _upsert(conn: Connection, collection: str, rows: list[dict[str, Any]], dim: int) -> None:
-    batch: list[dict[str, Any]] = []
-    size = 0
-    for row in rows:
-        batch.append(row)
-        size += len(row["record"]) + 8 * dim + 512
-        if size >= BATCH_BYTES:
-            conn.call("upsert", collection, batch)
-            batch, size = [], 0
-    if batch:
-        conn.call("upsert", collection, batch)
-
-
-def _get_rows(conn: Connection, collection: str, vids: list[int]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    for start in range(0, len(vids), 1000):
-        chunk = vids[start : start + 1000]
-        if chunk:
-            rows.extend(conn.call("get", collection, ids=chunk, output_fields=ALL_FIELDS))
-    return rows
-
-
-def _plain(row: dict[str, Any]) -> dict[str, Any]:
-    """A row as JSON-ready values (pymilvus hands back numpy floats and protobuf lists)."""
-    out = {name: row[name] for name in ALL_FIELDS}
-    out["vid"] = int(out["vid"])
-    out["vector"] = [float(x) for x in out["vector"]]
-    out["tags"] = [str(t) for t in out["tags"]]
-    return out
-
-
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    with tmp.open("w") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-
-
-
-
-
-
-def _line(exc: BaseException) -> str:
-    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    row_writes.write(
+        root,
+        records,
+        fixed=fixed,
+        min_score=options.get("min_score", "auto"),
+        progress=options.get("progress", False),
+        wait=options.get("wait", 300.0),
+    )
+    return MilvusIndex.open(root)

@@ -1,0 +1,147 @@
+"""The Similar Q&A box, built in one place: what the CLI, the HTTP API, the pages and the
+library all show.
+
+A box is the first ``k`` hits (the index's threshold applied, each question once, filters
+exact), each flagged by the verifier where one is known for the index's model, and the
+Related FAQ topics pooled from the consultation's own tags and its ``related.NEIGHBOURS``
+nearest neighbours. It is made for a question, an indexed consultation (its stored vector:
+nothing is encoded) or a consultation page that need not be indexed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Unpack
+
+from simqa.box.related import NEIGHBOURS, Topic, related_faq
+from simqa.box.verify import verifier_for, verify_hits
+from simqa.errors import SimqaError
+from simqa.index.hits import Filters, Hit, check_k
+from simqa.index.protocol import SimilarIndex
+from simqa.records import Consultation
+
+
+@dataclass
+class Box:
+    """One box: its hits, best first, and its Related FAQ topics.
+
+    ``id`` names the consultation the box is for (indexed, or a page's), ``query`` the
+    question; ``min_score`` is the threshold its hits passed (for "nothing similar").
+    """
+
+    hits: list[Hit]
+    related: list[Topic] = field(default_factory=list)
+    id: str | None = None
+    query: str | None = None
+    min_score: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"id" | "query", "hits": [...], "related_faq": [{topic, department}]}``: the
+        same object from ``simqa query/similar --format json``, ``similar --all`` and /v1."""
+        head: dict[str, Any] = {}
+        if self.id is not None:
+            head["id"] = self.id
+        elif self.query is not None:
+            head["query"] = self.query
+        return {
+            **head,
+            "hits": [h.to_json() for h in self.hits],
+            "related_faq": [t.to_json() for t in self.related],
+        }
+
+    @classmethod
+    def for_question(
+        cls,
+        index: SimilarIndex,
+        text: str,
+        k: int = 5,
+        *,
+        verify: str = "flag",
+        **filters: Unpack[Filters],
+    ) -> Box:
+        """The box for a free-text question (encoded once)."""
+        return cls.for_questions(index, [text], k, verify=verify, **filters)[0]
+
+    @classmethod
+    def for_questions(
+        cls,
+        index: SimilarIndex,
+        texts: Sequence[str],
+        k: int = 5,
+        *,
+        verify: str = "flag",
+        **filters: Unpack[Filters],
+    ) -> list[Box]:
+        """One box per question, with one model call for them all."""
+        wide = max(check_k(k), NEIGHBOURS)
+        verifier = verifier_for(index, verify)
+        counts = index.tag_counts()
+        threshold = index.min_score(filters.get("min_score"))
+        return [
+            cls(
+                verify_hits(hits[:k], verifier, verify),
+                related_faq(None, hits, counts),
+                query=text,
+                min_score=threshold,
+            )
+            for text, hits in zip(texts, index.search_many(list(texts), wide, **filters),
+                                  strict=True)
+        ]  # fmt: skip
+
+    @classmethod
+    def for_id(
+        cls,
+        index: SimilarIndex,
+        record_id: str,
+        k: int = 5,
+        *,
+        verify: str = "flag",
+        **filters: Unpack[Filters],
+    ) -> Box:
+        """The box under an indexed consultation, from its stored vector (nothing encoded);
+        the consultation itself and copies of its question are left out."""
+        wide = max(check_k(k), NEIGHBOURS)
+        verifier = verifier_for(index, verify)
+        own = index.get(record_id)
+        hits = index.similar(record_id, wide, **filters)
+        return cls(
+            verify_hits(hits[:k], verifier, verify),
+            related_faq(own, hits, index.tag_counts()),
+            id=own.id,
+            min_score=index.min_score(filters.get("min_score")),
+        )
+
+    @classmethod
+    def for_page(
+        cls,
+        index: SimilarIndex,
+        page: str | Path | Consultation,
+        k: int = 5,
+        *,
+        verify: str = "flag",
+        **filters: Unpack[Filters],
+    ) -> Box:
+        """The box for a consultation that need not be indexed: a page file (the layout of
+        ``../shared/seeds/``) or a ``Consultation``; its own question is left out."""
+        own = page if isinstance(page, Consultation) else read_page(page)
+        wide = max(check_k(k), NEIGHBOURS)
+        verifier = verifier_for(index, verify)
+        hits = index.similar_to(own, wide, **filters)
+        return cls(
+            verify_hits(hits[:k], verifier, verify),
+            related_faq(own, hits, index.tag_counts()),
+            id=own.id,
+            min_score=index.min_score(filters.get("min_score")),
+        )
+
+
+def read_page(path: str | Path) -> Consultation:
+    """The (first) consultation of a page file; a file that holds none is an error."""
+    from simqa.ingest import load
+
+    records = list(load([path], format="page", strict=True))
+    if not records:
+        raise SimqaError(f"{path} holds no consultation page")
+    return records[0]
