@@ -178,8 +178,12 @@ def main() -> None:
             seen.append(sh)
             kept.append(row)
         eligible[origin] = [r for r in kept if word_count(r["text"]) > LONG_WORDS]
-        counts[origin] = {"rows": len(rows_of), "distinct_new": len(kept),
-                          "long": len(eligible[origin])}  # fmt: skip
+        counts[origin] = {
+            "rows": len(rows_of),
+            "distinct_new": len(kept),
+            "long": len(eligible[origin]),
+            "longest_words": max((word_count(r["text"]) for r in kept), default=0),
+        }
     take = allocate({o: len(v) for o, v in eligible.items()}, args.n)
     rng = random.Random(args.seed)
     drawn = [row for o in ORIGINS for row in rng.sample(eligible[o], take[o])]
