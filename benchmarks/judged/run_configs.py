@@ -2,11 +2,18 @@
 
     python benchmarks/judged/run_configs.py [--index consults]
     python benchmarks/judged/run_configs.py --config adapted=dense:hub=0,index=consults-adapted
+    python benchmarks/judged/run_configs.py --extend --config deep-bm25 --config engine
+
 
 Each configuration gives the top ``k`` (4, the box) for every query of questions.jsonl and is
 written to runs/NAME.json (configuration, index version, rank, scores). A configuration whose
 run file exists is not run again unless ``--force``; so adding one later ranks only it, and the
-pool gains only the pairs it newly brings. Configurations (``NAME=KIND:key=value,...``):
+pool gains only the pairs it newly brings. When questions.jsonl grows, ``--extend`` ranks the
+questions a run lacks and adds them to its file: the earlier questions' entries stay as they
+were, and the run's ``extended`` list records for the added qids the date, command, commit
+and index, and how many of the earlier boxes the same ranking reproduces (a check that the
+index is equivalent; only the added qids are written). ``--config NAME`` alone names an
+existing run with its stored spec. Configurations (``NAME=KIND:key=value,...``):
 
 - ``dense:hub=W[,distinct=1][,depth=64][,index=NAME][,k=N]``: exact cosine over the index's stored
   vectors, then, when W > 0, the best ``depth`` re-ordered by ``cosine - W * density`` (the
@@ -31,7 +38,10 @@ entries across its sources) being one pair, graded once. pool_blind.jsonl (for t
 holds per pair only its opaque id, the query and the consultation's title, question and
 start of reply, sorted by question and then by the pair's hash: no configuration, rank or
 score. runs/pool.json keeps which configuration ranked which consultation where. When
-judgments.jsonl exists, pool_new.jsonl lists the pairs it does not grade yet.
+judgments.jsonl exists, pool_new.jsonl lists the pairs it does not grade yet. A pair already
+in pool_blind.jsonl keeps its line as graded; a new pair's consultation is read from the
+index its run recorded (else ``--index``) and checked against the pair id. Questions are in
+qid number order (q9 before q10, q99 before q100).
 """
 
 from __future__ import annotations
@@ -55,6 +65,7 @@ import simqa
 import simqa.index.density as hubs
 from simqa.box.render import NO_REPLY, excerpt, title_of
 from simqa.encode.threshold import KEEP_ALL
+from simqa.errors import SimqaError
 from simqa.evaluate.judged import K, pair_id, text_key
 from simqa.evaluate.methods import BM25Method, Pool, parse_spec, top_k
 from simqa.index import Index, check_query
@@ -273,19 +284,8 @@ def read_questions() -> list[dict[str, str]]:
     return [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines()]
 
 
-def run(spec: str, questions: list[dict[str, str]], default_index: str) -> Path:
-    name, _, rest = spec.partition("=")
-    kind, params = parse_spec(rest)
-    if kind not in KINDS:
-        raise SystemExit(f"unknown kind {kind!r} in {spec!r}; choose from {', '.join(KINDS)}")
-    ranked, how = KINDS[kind]([q["text"] for q in questions], params, default_index)
-    result = {
-        "config": name,
-        "spec": spec,
-        "kind": kind,
-        "params": params,
-        "k": int(params.get("k", K)),
-        "how": how,
+def provenance() -> dict[str, Any]:
+    return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "git_commit": git("rev-parse", "HEAD"),
@@ -293,25 +293,98 @@ def run(spec: str, questions: list[dict[str, str]], default_index: str) -> Path:
         "simqa_version": version("simqa"),
         "python": platform.python_version(),
         "machine": f"{platform.machine()} x{os.cpu_count()}",
-        "questions": {
-            q["qid"]: [
-                {"rank": r + 1, "pair_id": pair_id(q["qid"], hit["text_key"]), **hit}
-                for r, hit in enumerate(hits)
-            ]
-            for q, hits in zip(questions, ranked, strict=True)
-        },
     }
+
+
+def rank(
+    spec: str, questions: list[dict[str, str]], default_index: str
+) -> tuple[str, dict[str, str], dict, dict[str, list[dict[str, Any]]]]:
+    """(kind, params, how, boxes per qid) of configuration ``spec`` on ``questions``."""
+    kind, params = parse_spec(spec.partition("=")[2])
+    if kind not in KINDS:
+        raise SystemExit(f"unknown kind {kind!r} in {spec!r}; choose from {', '.join(KINDS)}")
+    ranked, how = KINDS[kind]([q["text"] for q in questions], params, default_index)
+    boxes = {
+        q["qid"]: [
+            {"rank": r + 1, "pair_id": pair_id(q["qid"], hit["text_key"]), **hit}
+            for r, hit in enumerate(hits)
+        ]
+        for q, hits in zip(questions, ranked, strict=True)
+    }
+    return kind, params, how, boxes
+
+
+def run(spec: str, questions: list[dict[str, str]], default_index: str) -> Path:
+    name = spec.partition("=")[0]
+    kind, params, how, boxes = rank(spec, questions, default_index)
+    result = {
+        "config": name,
+        "spec": spec,
+        "kind": kind,
+        "params": params,
+        "k": int(params.get("k", K)),
+        "how": how,
+        **provenance(),
+        "questions": boxes,
+    }
+    return write_run(name, result)
+
+
+def extend(spec: str, questions: list[dict[str, str]], default_index: str) -> tuple[Path, dict]:
+    """Rank the questions run NAME lacks and add them to its file, the earlier entries
+    unchanged. Every question is ranked so that the extension can say how many of the
+    earlier boxes (pair ids in order) the same configuration reproduces now."""
+    name = spec.partition("=")[0]
+    path = RUNS / f"{name}.json"
+    result = json.loads(path.read_text(encoding="utf-8"))
+    if "=" in spec and spec != result["spec"]:
+        raise SystemExit(f"{name}: its run has spec {result['spec']!r}, not {spec!r}")
+    added = [q["qid"] for q in questions if q["qid"] not in result["questions"]]
+    if not added:
+        return path, {"added": 0}
+    _, _, how, boxes = rank(result["spec"], questions, default_index)
+    old = [q for q in result["questions"] if q in boxes]
+    same = sum(
+        [h["pair_id"] for h in boxes[q]] == [h["pair_id"] for h in result["questions"][q]]
+        for q in old
+    )
+    note = {
+        "qids": added,
+        **provenance(),
+        "how": how,
+        "earlier_boxes_reproduced": {"same": same, "of": len(old)},
+    }
+    result.setdefault("extended", []).append(note)
+    result["questions"].update({q: boxes[q] for q in added})
+    return write_run(name, result), {"added": len(added), "reproduced": f"{same}/{len(old)}"}
+
+
+def write_run(name: str, result: dict[str, Any]) -> Path:
     path = RUNS / f"{name}.json"
     path.write_text(json.dumps(result, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
 
 
-def pool(questions: list[dict[str, str]]) -> dict[str, Any]:
+def qid_order(qid: str) -> tuple[int, str]:
+    """q9 before q10, q99 before q100 (the same order as text for q01-q99)."""
+    digits = qid.lstrip("q")
+    return (int(digits), qid) if digits.isdigit() else (-1, qid)
+
+
+def index_path_of(run: dict[str, Any], qid: str) -> str:
+    """The index a run ranked ``qid`` on: an extension's, else the run's."""
+    for note in run.get("extended", []):
+        if qid in note["qids"]:
+            return note["how"]["index"]["path"]
+    return run["how"]["index"]["path"]
+
+
+def pool(questions: list[dict[str, str]], default_index: str) -> dict[str, Any]:
     """Write pool_blind.jsonl and runs/pool.json from every run file; return a summary."""
     runs = [json.loads(p.read_text(encoding="utf-8")) for p in sorted(RUNS.glob("*.json"))]
     runs = [r for r in runs if "questions" in r]
     pairs: dict[str, dict[str, Any]] = {}
-    where: dict[str, str] = {}  # consultation id -> index path it can be read from
+    where: dict[str, list[str]] = {}  # consultation id -> index paths it can be read from
     for r in runs:
         for qid, hits in r["questions"].items():
             for hit in hits:
@@ -319,26 +392,39 @@ def pool(questions: list[dict[str, str]]) -> dict[str, Any]:
                 entry["found_by"].setdefault(r["config"], []).append([hit["rank"], hit["id"]])
                 if hit["id"] not in entry["ids"]:
                     entry["ids"].append(hit["id"])
-                where.setdefault(hit["id"], r["how"]["index"]["path"])
+                paths = where.setdefault(hit["id"], [])
+                if index_path_of(r, qid) not in paths:
+                    paths.append(index_path_of(r, qid))
     texts = {q["qid"]: q["text"] for q in questions}
-    order = sorted(pairs, key=lambda pid: (pairs[pid]["qid"], pid))
-    indexes: dict[str, Index] = {}
+    order = sorted(pairs, key=lambda pid: (qid_order(pairs[pid]["qid"]), pid))
+    # a pair already pooled keeps the line graders saw (its index may be gone or rebuilt)
+    kept = {}
+    if BLIND.exists():
+        kept = {x["pair_id"]: x for x in map(json.loads, BLIND.read_text().splitlines())}
+    mapping_path = RUNS / "pool.json"
+    shown = {}
+    if mapping_path.exists():
+        old_pairs = json.loads(mapping_path.read_text(encoding="utf-8"))["pairs"]
+        shown = {p: v["shown"] for p, v in old_pairs.items()}
+    indexes: dict[str, Index | None] = {}
     lines = []
     for pid in order:
+        qid = pairs[pid]["qid"]
+        if pid in kept and kept[pid]["query"] == texts[qid] and pid in shown:
+            pairs[pid]["shown"] = shown[pid]
+            lines.append(kept[pid])
+            continue
         # word-for-word equal questions are one pair; show the one with a reply, else the
         # first id, so that the file does not depend on which configuration found which
-        records = []
-        for cid in sorted(pairs[pid]["ids"]):
-            if where[cid] not in indexes:
-                indexes[where[cid]] = simqa.open_index(where[cid])
-            records.append(indexes[where[cid]].get(cid))
+        records = [read_record(cid, pid, qid, where[cid] + [default_index], indexes)
+                   for cid in sorted(pairs[pid]["ids"])]  # fmt: skip
         record = next((x for x in records if x.reply), records[0])
         pairs[pid]["shown"] = record.id
         lines.append(
             {
                 "pair_id": pid,
-                "qid": pairs[pid]["qid"],
-                "query": texts[pairs[pid]["qid"]],
+                "qid": qid,
+                "query": texts[qid],
                 "title": excerpt(title_of(record), TITLE_CHARS),
                 "question": excerpt(record.question, QUESTION_CHARS),
                 "reply_start": excerpt(record.reply, REPLY_CHARS) if record.reply else NO_REPLY,
@@ -350,16 +436,40 @@ def pool(questions: list[dict[str, str]]) -> dict[str, Any]:
         "configs": [r["config"] for r in runs],
         "pairs": {p: pairs[p] for p in order},
     }
-    (RUNS / "pool.json").write_text(json.dumps(mapping, indent=1) + "\n", encoding="utf-8")
-    summary = {"pairs": len(lines), "questions": len({x["qid"] for x in lines})}
+    mapping_path.write_text(json.dumps(mapping, indent=1) + "\n", encoding="utf-8")
+    summary: dict[str, Any] = {"pairs": len(lines), "questions": len({x["qid"] for x in lines})}
     if JUDGMENTS.exists():
         judged = {json.loads(x)["pair_id"] for x in JUDGMENTS.read_text().splitlines() if x.strip()}
         new = [x for x in lines if x["pair_id"] not in judged]
         write_jsonl(NEW, new)
         summary["not_yet_judged"] = len(new)
+        summary["not_yet_judged_questions"] = len({x["qid"] for x in new})
     per_q = [sum(1 for x in lines if x["qid"] == q["qid"]) for q in questions]
     summary["pairs_per_question"] = {"min": min(per_q), "max": max(per_q), "mean": np.mean(per_q)}
     return summary
+
+
+def read_record(
+    cid: str, pid: str, qid: str, paths: list[str], indexes: dict[str, Index | None]
+) -> Any:
+    """Consultation ``cid`` from the first of ``paths`` that holds it as pair ``pid`` has it
+    (the same question text: an index rebuilt or replaced since the run would show)."""
+    for path in paths:
+        if path not in indexes:
+            try:
+                indexes[path] = simqa.open_index(path)
+            except SimqaError:
+                indexes[path] = None  # gone (a scratch index of an earlier run)
+        index = indexes[path]
+        try:
+            record = index.get(cid) if index is not None else None
+        except SimqaError:
+            record = None  # UnknownConsultation
+        if index is not None and record is not None:
+            key = text_key(record.embedding_text(index.manifest.embed_fields))
+            if pair_id(qid, key) == pid:
+                return record
+    raise SystemExit(f"pair {pid}: no index in {paths} holds consultation {cid} as ranked")
 
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -375,6 +485,9 @@ def main() -> None:
         "--config", action="append", help="NAME=KIND:key=value,... (default: DEFAULT_CONFIGS)"
     )
     parser.add_argument("--force", action="store_true", help="re-run configs already run")
+    parser.add_argument(
+        "--extend", action="store_true", help="rank the questions existing runs lack, add them"
+    )
     parser.add_argument("--pool-only", action="store_true", help="only rebuild the pool files")
     args = parser.parse_args()
     RUNS.mkdir(exist_ok=True)
@@ -382,11 +495,18 @@ def main() -> None:
     if not args.pool_only:
         for spec in args.config or DEFAULT_CONFIGS:
             name = spec.partition("=")[0]
-            if (RUNS / f"{name}.json").exists() and not args.force:
-                print(f"{name}: run exists (--force to redo)")
+            exists = (RUNS / f"{name}.json").exists()
+            if exists and args.extend and not args.force:
+                path, done = extend(spec, questions, args.index)
+                print(f"{name}: {json.dumps(done)} -> {path.relative_to(HERE)}")
                 continue
+            if exists and not args.force:
+                print(f"{name}: run exists (--force to redo, --extend to add new questions)")
+                continue
+            if "=" not in spec:
+                raise SystemExit(f"{spec}: no run yet; give NAME=KIND:key=value,...")
             print(f"{name}: wrote {run(spec, questions, args.index).relative_to(HERE)}")
-    print(json.dumps(pool(questions), indent=1, default=float))
+    print(json.dumps(pool(questions, args.index), indent=1, default=float))
 
 
 if __name__ == "__main__":
