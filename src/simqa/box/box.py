@@ -76,19 +76,11 @@ class Box:
     ) -> list[Box]:
         """One box per question, with one model call for them all."""
         wide = max(check_k(k), NEIGHBOURS)
-        verifier = verifier_for(index, verify)
-        counts = index.tag_counts()
-        threshold = index.min_score(filters.get("min_score"))
+        found = index.search_many(list(texts), wide, **filters)
         return [
-            cls(
-                verify_hits(hits[:k], verifier, verify),
-                related_faq(None, hits, counts),
-                query=text,
-                min_score=threshold,
-            )
-            for text, hits in zip(texts, index.search_many(list(texts), wide, **filters),
-                                  strict=True)
-        ]  # fmt: skip
+            cls._of(index, hits, None, k, verify, filters, query=text)
+            for text, hits in zip(texts, found, strict=True)
+        ]
 
     @classmethod
     def for_id(
@@ -102,16 +94,9 @@ class Box:
     ) -> Box:
         """The box under an indexed consultation, from its stored vector (nothing encoded);
         the consultation itself and copies of its question are left out."""
-        wide = max(check_k(k), NEIGHBOURS)
-        verifier = verifier_for(index, verify)
         own = index.get(record_id)
-        hits = index.similar(record_id, wide, **filters)
-        return cls(
-            verify_hits(hits[:k], verifier, verify),
-            related_faq(own, hits, index.tag_counts()),
-            id=own.id,
-            min_score=index.min_score(filters.get("min_score")),
-        )
+        hits = index.similar(record_id, max(check_k(k), NEIGHBOURS), **filters)
+        return cls._of(index, hits, own, k, verify, filters, id=own.id)
 
     @classmethod
     def for_page(
@@ -126,14 +111,27 @@ class Box:
         """The box for a consultation that need not be indexed: a page file (the layout of
         ``../shared/seeds/``) or a ``Consultation``; its own question is left out."""
         own = page if isinstance(page, Consultation) else read_page(page)
-        wide = max(check_k(k), NEIGHBOURS)
-        verifier = verifier_for(index, verify)
-        hits = index.similar_to(own, wide, **filters)
+        hits = index.similar_to(own, max(check_k(k), NEIGHBOURS), **filters)
+        return cls._of(index, hits, own, k, verify, filters, id=own.id)
+
+    @classmethod
+    def _of(
+        cls,
+        index: SimilarIndex,
+        hits: list[Hit],
+        own: Consultation | None,
+        k: int,
+        verify: str,
+        filters: Filters,
+        **names: str,
+    ) -> Box:
+        """The box of ``hits`` (``NEIGHBOURS`` deep, for the Related FAQ): the first ``k``
+        verified, the topics of ``own`` (None for a question) and of every hit."""
         return cls(
-            verify_hits(hits[:k], verifier, verify),
+            verify_hits(hits[:k], verifier_for(index, verify), verify),
             related_faq(own, hits, index.tag_counts()),
-            id=own.id,
             min_score=index.min_score(filters.get("min_score")),
+            **names,
         )
 
 
