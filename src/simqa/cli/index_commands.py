@@ -56,7 +56,7 @@ def build(
         float | None,
         typer.Option(
             help="Rank down questions in crowded parts of the index: order by cosine minus "
-            "this times their mean cosine to their 10 nearest neighbours (default 0.5; 0: off)."
+            "this times their mean cosine to their 10 nearest neighbours (default 0: off)."
         ),
     ] = None,
     wait: WaitOpt = 300.0,
