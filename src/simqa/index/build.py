@@ -47,8 +47,11 @@ from simqa.vectors.base import VectorIndex
 from simqa.vectors.tuning import tune_search_params
 
 #: after a write, the densities of the nearest AFFECTED_DEPTH x k questions to each added
-#: or removed one are recomputed: beyond them a question's k nearest rarely change
+#: one are recomputed: beyond them a question's k nearest rarely change; REMOVED_DEPTH x k
+#: around each removed one (a question in a sparse region can count a far one among its
+#: k nearest, and deletes are few)
 AFFECTED_DEPTH = 3
+REMOVED_DEPTH = 10
 
 #: one write of a batch: ("add", records) or ("delete", ids)
 Write = tuple[str, Any]
@@ -141,7 +144,7 @@ def write_many(
     wait: float = layout.DEFAULT_WAIT_SECONDS,
     full: bool = False,
     compact: bool = True,
-) -> list[dict[str, int]]:
+) -> list[dict[str, Any]]:
     """Apply ``writes`` in order (``("add", records)``, ``("delete", ids)``) and publish
     them as one new version; returns each write's counts.
 
@@ -263,7 +266,7 @@ class _Change:
         self.gone: set[str] = set()  # record ids deleted in this write
         self._looked_up: dict[str, tuple[int, Consultation, str] | None] = {}
 
-    def apply(self, kind: str, payload: Any) -> dict[str, int]:
+    def apply(self, kind: str, payload: Any) -> dict[str, Any]:
         if kind == "add":
             return self.add(payload)
         if kind == "delete":
@@ -318,13 +321,14 @@ class _Change:
         return {"added": added, "updated": updated, "embedded": embedded, "deleted": 0,
                 "records": self.count}  # fmt: skip
 
-    def delete(self, ids: Iterable[str]) -> dict[str, int]:
+    def delete(self, ids: Iterable[str]) -> dict[str, Any]:
         ids = [str(i) for i in ids]
         self._prefetch(ids)
-        deleted = 0
+        deleted, missing = 0, []
         for record_id in dict.fromkeys(ids):
             current = self._current(record_id)
             if current is None:
+                missing.append(record_id)
                 continue
             vid, record, _digest, new = current
             if not new:
@@ -333,7 +337,7 @@ class _Change:
             self.gone.add(record_id)
             self._count_source(record, -1)
             deleted, self.count = deleted + 1, self.count - 1
-        return {"deleted": deleted, "records": self.count}
+        return {"deleted": deleted, "missing": missing, "records": self.count}
 
     def _new_vid(self) -> int:
         self.next_vid += 1
@@ -391,15 +395,13 @@ def _densities(
     after = view.with_delta(delta)
     search, k = after.vectors.search, int(penalty["k"])
     own = hubs.neighbour_density(search, delta.vectors, delta.ids, k)
-    changed = [delta.vectors]
+    found = [np.zeros(0, dtype=np.int64)]
+    if len(delta.ids):
+        found.append(search(delta.vectors, AFFECTED_DEPTH * k)[1].ravel())
     if len(delta.deletes):
-        changed.append(view.vectors_of(delta.deletes))
-    changed_vecs = np.concatenate(changed)
-    near = np.zeros(0, dtype=np.int64)
-    if len(changed_vecs):
-        _scores, found = search(changed_vecs, AFFECTED_DEPTH * k)
-        near = np.unique(found[found >= 0])
-        near = near[~np.isin(near, delta.ids)]
+        found.append(search(view.vectors_of(delta.deletes), REMOVED_DEPTH * k)[1].ravel())
+    near = np.unique(np.concatenate(found))
+    near = near[(near >= 0) & ~np.isin(near, delta.ids)]
     values = np.zeros(0, dtype=np.float32)
     if len(near):
         values = hubs.neighbour_density(search, after.vectors_of(near), near, k)

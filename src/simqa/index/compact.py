@@ -102,15 +102,18 @@ def compact(
     root: Path | str,
     *,
     force: bool = True,
+    kind: str | None = None,
     wait: float = layout.DEFAULT_WAIT_SECONDS,
     queue: bool = True,
     pause: Any = None,
 ) -> dict[str, Any]:
     """Compact the index at ``root``: fold its deltas into a new base (``force``: whenever
-    there are any; else only as ``due`` says, merging them when that is enough). Returns
-    what was done. ``wait`` is how long to wait for the writer lock to publish (IndexBusy
-    after it) and, with ``queue``, for another compaction to end (else none is done);
-    ``pause`` (tests) is called once the new base is built, before it is published."""
+    there are any; else only as ``due`` says, merging them when that is enough; ``kind``
+    "major" or "minor": that, whenever there are deltas). Returns what was done.
+
+    ``wait`` is how long to wait for the writer lock to publish (IndexBusy after it) and,
+    with ``queue``, for another compaction to end (else none is done); ``pause`` (tests)
+    is called once the new base is built, before it is published."""
     root = layout.index_path(root)
     started = time.perf_counter()
     with layout.compaction_lock(root, wait if queue else 0) as held:
@@ -120,9 +123,12 @@ def compact(
             raise IndexBusy(f"another compaction of {root} is at work; gave up after {wait:g} s")
         view = Snapshot.open(root, verify=True)  # the base is read whole: check every byte
         try:
-            kind = due(view)
-            if force and (view.manifest.segments or len(view.base_dead)):
-                kind = "major"
+            if kind is None:
+                kind = due(view)
+                if force and (view.manifest.segments or len(view.base_dead)):
+                    kind = "major"
+            elif not view.manifest.segments:
+                kind = None
             if kind is None:
                 return {"compacted": False, "reason": "nothing to compact",
                         "version": view.dir.name}  # fmt: skip
@@ -313,7 +319,7 @@ def in_background(root: Path | str) -> threading.Thread | None:
         return None
     try:
         view = Snapshot.open(root)
-    except Exception:
+    except Exception:  # a failed check compacts nothing; the write stands
         return None
     try:
         needed = due(view)

@@ -174,10 +174,11 @@ class Index:
         self.refresh()
         return counts["deleted"]
 
-    def apply(self, writes: Sequence[tuple[str, Any]], **options: Any) -> list[dict[str, int]]:
+    def apply(self, writes: Sequence[tuple[str, Any]], **options: Any) -> list[dict[str, Any]]:
         """Several writes, in order, published as one version: ``("add", records)`` and
         ``("delete", ids)``; returns each one's counts (what ``add`` returns; ``{"deleted":
-        n}`` for a delete). What a server does with the writes queued behind each other."""
+        n, "missing": [ids not there], "records": n}`` for a delete). What a server does
+        with the writes queued behind each other."""
         from simqa.index.build import write_many
 
         results = write_many(self.root, writes, **options)

@@ -134,9 +134,10 @@ class Snapshot:
             live_ids.append(d.ids[keep])
             live_vecs.append(d.vectors[keep])
             if self.has_density:
-                if d.density is None:
+                if d.density is None and len(d.ids):
                     raise IndexCorrupt(f"index at {version_dir}: a delta segment lacks densities")
-                live_density.append(d.density[keep])
+                density = d.density if d.density is not None else np.zeros(0, np.float32)
+                live_density.append(density[keep])
         self.count = count
         dim = base.dim
         self.d_ids = np.concatenate(live_ids) if live_ids else _EMPTY
