@@ -154,7 +154,7 @@ def write_many(
     delta. ``compact`` lets the write fold or merge deltas itself when nobody compacted and
     they passed ``compact``'s hard limits.
     """
-    from simqa.index import compact as compaction
+    import simqa.index.compact as compaction
 
     root = layout.index_path(root)
     layout.current_name(root)  # a missing index says so before any lock is taken
