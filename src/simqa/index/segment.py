@@ -119,10 +119,13 @@ class Delta:
         deletes: np.ndarray,
         density: np.ndarray | None = None,
         overrides: tuple[np.ndarray, np.ndarray] | None = None,
+        record_ids: frozenset[str] | None = None,
     ) -> None:
         self.ids, self.vectors, self.rows, self.deletes = ids, vectors, rows, deletes
         self.density = density
         self.overrides = overrides or (_EMPTY_IDS, np.zeros(0, dtype=np.float32))
+        #: the record ids of its rows: a look-up by id visits only the segments holding it
+        self.record_ids = record_ids
 
     @classmethod
     def load(cls, path: Path, dim: int) -> Delta:
@@ -130,7 +133,8 @@ class Delta:
         db = sqlite3.connect(uri, uri=True)
         try:
             got = db.execute("SELECT vid, embedding, density FROM vectors ORDER BY vid").fetchall()
-            rows = _ints(db.execute("SELECT vid FROM records ORDER BY vid").fetchall())
+            pairs_ = db.execute("SELECT vid, id FROM records ORDER BY vid").fetchall()
+            rows = _ints(pairs_)
             deletes = _ints(db.execute("SELECT vid FROM deletes ORDER BY vid").fetchall())
             pairs = db.execute("SELECT vid, density FROM densities ORDER BY vid").fetchall()
         except sqlite3.Error as exc:
@@ -146,7 +150,8 @@ class Delta:
         if got and got[0][2] is not None:
             density = np.array([g[2] for g in got], dtype=np.float32)
         overrides = (_ints(pairs), np.array([p[1] for p in pairs], dtype=np.float32))
-        return cls(ids, vectors, rows, deletes, density, overrides)
+        record_ids = frozenset(p[1] for p in pairs_)
+        return cls(ids, vectors, rows, deletes, density, overrides, record_ids)
 
     @property
     def restated(self) -> np.ndarray:

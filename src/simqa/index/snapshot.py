@@ -371,13 +371,24 @@ class VersionRecords:
         """(store, rows it must hide) of the base, then each delta, oldest first."""
         return list(zip(self.stores, self.hidden, strict=True))
 
+    def _holding(self, record_ids: list[str]) -> list[RecordStore]:
+        """The stores that may hold rows of these record ids, newest first: the deltas
+        that have one (their ids are in memory), then the base."""
+        wanted = set(record_ids)
+        stores = [
+            store
+            for store, delta in zip(reversed(self.stores[1:]), reversed(self.deltas), strict=True)
+            if delta.record_ids is None or not wanted.isdisjoint(delta.record_ids)
+        ]
+        return [*stores, self.stores[0]]
+
     def __len__(self) -> int:
         return self.count
 
     def get(self, record_id: str) -> tuple[int, Consultation, str] | None:
         """(vid, record, text hash) for a record id, or None."""
         dead = self.dead
-        for store, _hidden in reversed(self._segments()):
+        for store in self._holding([record_id]):
             found = store.get(record_id)
             if found is not None and not member(dead, np.array([found[0]]))[0]:
                 return found
@@ -388,7 +399,7 @@ class VersionRecords:
         dead = self.dead
         out: dict[str, tuple[int, Consultation, str]] = {}
         todo = list(dict.fromkeys(record_ids))
-        for store, _hidden in reversed(self._segments()):
+        for store in self._holding(todo):
             if not todo:
                 break
             for rid, found in store.get_many(todo).items():

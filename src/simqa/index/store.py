@@ -18,6 +18,7 @@ rows carry the vector ids the writer gave them (``insert_rows``).
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
@@ -142,8 +143,7 @@ class RecordStore:
         if readonly:
             if not path.is_file():
                 raise IndexCorrupt(f"index file {path} is missing")
-            self._uri = f"file:{quote(str(path.resolve()))}?mode=ro&immutable=1"
-            self.db = self._connection()
+            self._uri = f"file:{quote(os.path.abspath(path))}?mode=ro&immutable=1"
         else:
             self.db = sqlite3.connect(str(path), check_same_thread=False)
             self.db.row_factory = sqlite3.Row
