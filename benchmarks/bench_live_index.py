@@ -367,10 +367,12 @@ def with_delta(path: Path, records: int, segments: int, deletes: int) -> simqa.I
     new = new_consultations(records)
     step = -(-records // segments)
     doomed = random.Random(1).sample([r.id for r in index.records()], deletes)
-    for start in range(0, records, step):
-        index.add(new[start : start + step], compact=False)
-    if doomed:
-        index.delete(doomed, compact=False)
+    starts = list(range(0, records, step))
+    for start in starts:
+        writes = [("add", new[start : start + step])]
+        if start == starts[-1] and doomed:  # the deletions go with the last write
+            writes.append(("delete", doomed))
+        index.apply(writes, compact=False)
     return index
 
 
