@@ -62,9 +62,12 @@ def save(part: str, result: dict) -> None:
 
 
 def new_consultations(n: int) -> list[Consultation]:
-    """Consultations none of the quick-start corpora hold: MeQSum's consumer questions, then
-    the curai MQP's second questions."""
+    """Consultations none of the quick-start corpora hold, and none paraphrasing the patient
+    questions the searches ask (curai MQP's first questions): MeQSum's consumer questions,
+    MedicationQA's, the consumer questions of MEDIQA's RQE training pairs, then (only if more
+    are asked for) the MQP's second questions."""
     import csv
+    import re as regex
 
     out = []
     for number, line in enumerate(MEQSUM.read_text(encoding="utf-8").splitlines()):
@@ -72,6 +75,15 @@ def new_consultations(n: int) -> list[Consultation]:
         question = " ".join(row["chq"].split())
         out.append(Consultation(id=f"bench-meqsum-{number}", title=row["summary"].strip(),
                                 question=question, source="meqsum"))  # fmt: skip
+    medication = DATA / "medication_qa" / "medicationqa.derived.jsonl"
+    for number, line in enumerate(medication.read_text(encoding="utf-8").splitlines()):
+        row = json.loads(line)
+        out.append(Consultation(id=f"bench-medqa-{number}", question=row["question"].strip(),
+                                reply=row.get("answer", ""), source="medicationqa"))  # fmt: skip
+    rqe = DATA / "mediqa2019" / "MEDIQA_Task2_RQE" / "MEDIQA2019-Task2-RQE-TrainingSet-AMIA2016.xml"
+    chqs = regex.findall(r"<chq>(.*?)</chq>", rqe.read_text(encoding="utf-8"), regex.S)
+    out += [Consultation(id=f"bench-rqe-{i}", question=" ".join(text.split()), source="rqe")
+            for i, text in enumerate(dict.fromkeys(chqs))]  # fmt: skip
     with MQP.open(newline="", encoding="utf-8") as handle:
         seconds = list(dict.fromkeys(row[2] for row in csv.reader(handle)))
     out += [Consultation(id=f"bench-mqp-{i}", question=text, source="mqp")

@@ -309,9 +309,11 @@ def _next_vid(view: Snapshot) -> int:
 _BACKGROUND: dict[str, threading.Thread] = {}
 
 
-def in_background(root: Path | str) -> threading.Thread | None:
+def in_background(root: Path | str, after: Any = None) -> threading.Thread | None:
     """Start a compaction in a thread of this process when the live version needs one and
-    none is running (here or elsewhere); returns the thread, or None."""
+    none is running (here or elsewhere); returns the thread, or None. ``after`` is called
+    when it ends (say, to move an open index off the version it replaced, so that the old
+    base can go although no more writes come)."""
     root = layout.index_path(root)
     key = str(root.resolve())
     running = _BACKGROUND.get(key)
@@ -329,8 +331,10 @@ def in_background(root: Path | str) -> threading.Thread | None:
         return None
 
     def run() -> None:
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):  # retried after the next write
             compact(root, force=False, queue=False)
+            if after is not None:
+                after()
 
     thread = threading.Thread(target=run, name=f"simqa-compact-{root.name}", daemon=True)
     _BACKGROUND[key] = thread

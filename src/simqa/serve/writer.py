@@ -129,7 +129,7 @@ def _write(root: str, writes: list[Write]) -> list[tuple[bool, Any]]:
                 outcomes = [_one(index, write) for write in writes]
         from simqa.index.compact import in_background
 
-        in_background(root)
+        in_background(root, after=index.refresh)
     return outcomes
 
 
