@@ -520,18 +520,30 @@ def kills(args: argparse.Namespace) -> None:
             return subprocess.Popen([sys.executable, "-m", "simqa", *cmd],
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
+        index.close()
+        work = layout.COMPACTING_PREFIX if kind == "compact" else layout.STAGING_PREFIX
         cmd, added, gone = command(0)
         started = time.perf_counter()
-        if run(cmd).wait():
+        proc = run(cmd)
+        began = wait_for(path, work, proc)
+        if proc.wait():
             raise SystemExit(f"{cmd} failed")
         full = time.perf_counter() - started
+        in_work = time.perf_counter() - began if began else full
         committed = (committed | added) - gone
         for t in range(1, args.trials + 1):
             cmd, added, gone = command(t)
-            # most of a command's time is starting Python and loading the model: kill late
-            # enough that many kills land in the write itself
-            delay = rng.uniform(0.5 * full, 1.05 * full)
             proc = run(cmd)
+            # most of a command's time is starting Python (and loading the model): a third of
+            # the kills land anywhere in the command's run, the rest inside its write (or its
+            # compaction), from the moment its work folder appears to just past its end
+            if t % 3 == 0:
+                delay = rng.uniform(0.3 * full, 1.1 * full)
+                where = "anywhere"
+            else:
+                wait_for(path, work, proc)
+                delay = rng.uniform(0, 1.1 * in_work)
+                where = "in its work"
             try:
                 code = proc.wait(timeout=delay)
             except subprocess.TimeoutExpired:
@@ -556,7 +568,7 @@ def kills(args: argparse.Namespace) -> None:
             first = opened.snapshot.vectors_of(opened.snapshot.all_ids()[:1])
             answers = opened.search_vectors(first, 1, min_score=-1)
             trials.append({
-                "trial": t, "delay_s": round(delay, 2),
+                "trial": t, "kill_aimed": where, "delay_s": round(delay, 3),
                 "outcome": "completed" if code == 0 else "killed",
                 "its_change": state, "version": opened.dir.name,
                 "segments": len(opened.manifest.segments), "records": len(present),
@@ -572,7 +584,8 @@ def kills(args: argparse.Namespace) -> None:
         live = layout.current_name(path)
         stale = [v for v in layout.versions(path) if v != live]
     save(f"kills_{kind}", {
-        "kind": kind, "one_run_seconds": round(full, 2), "trials": trials,
+        "kind": kind, "one_run_seconds": round(full, 2),
+        "work_seconds": round(in_work, 3), "trials": trials,
         "summary": {
             "killed": sum(t["outcome"] == "killed" for t in trials),
             "completed": sum(t["outcome"] == "completed" for t in trials),
@@ -586,6 +599,16 @@ def kills(args: argparse.Namespace) -> None:
             "after_the_next_write": {"dot_files": left, "versions_besides_live": stale},
         },
     })
+
+
+def wait_for(path: Path, prefix: str, proc: subprocess.Popen) -> float | None:
+    """Wait until a folder named ``prefix...`` appears in ``path`` (the process began its
+    write) or the process ends; the time it appeared, or None."""
+    while proc.poll() is None:
+        if any(p.name.startswith(prefix) for p in path.iterdir()):
+            return time.perf_counter()
+        time.sleep(0.0005)
+    return None
 
 
 # --- concurrent writers and readers during a compaction -------------------------------------
