@@ -420,3 +420,18 @@ def test_killed_compactions_lose_nothing(tmp_path, pool):
     leftovers = [p.name for p in path.iterdir() if p.name.startswith(".") and
                  not re.fullmatch(r"\.(compact\.)?lock", p.name)]  # fmt: skip
     assert leftovers == []
+
+
+def test_an_iterator_keeps_its_version_while_the_index_moves_on(tmp_path, pool):
+    path = tmp_path / "iter"
+    simqa.build(pool[:300], path)
+    reader = simqa.open_index(path, refresh_every=0.0)
+    seen = []
+    for record in reader.records():  # pages of 2,000 rows... and one write half-way
+        seen.append(record.id)
+        if len(seen) == 10:
+            simqa.open_index(path).add([pool[400]])
+            reader.search("sore throat", 1)  # the index moves to the new version
+            assert (path / "v000001").is_dir()  # still read by the iterator
+    assert seen == [r.id for r in pool[:300]]
+    assert sorted(v.name for v in path.glob("v*")) == ["v000002"]  # let go with it

@@ -248,8 +248,11 @@ def clean(root: Path) -> None:
     """Remove what killed writers and compactions left, then superseded versions no reader
     holds. Call with the writer lock held (versions renamed into place by a writer killed
     before it wrote CURRENT are removed, which only a writer may do)."""
-    compacting = compaction_running(root)
-    for p in root.iterdir():
+    entries = list(root.iterdir())
+    compacting = any(p.name.startswith(COMPACTING_PREFIX) for p in entries) and (
+        compaction_running(root)
+    )
+    for p in entries:
         leftover = p.name.startswith((STAGING_PREFIX, f".{CURRENT}.", TRASH_PREFIX))
         if leftover or (p.name.startswith(COMPACTING_PREFIX) and not compacting):
             if p.is_dir():

@@ -8,9 +8,10 @@ changes after it is opened, so the threads of a server share it without locks (e
 thread reads SQLite through a connection of its own), and an ``Index`` moves to a newer
 version by swapping one snapshot for another.
 
-While a snapshot is open it holds a shared lock on its version's folder, so no sweep
-removes the folder under it; letting it go (``close``, or the last reference dropped)
-releases the lock and removes the versions nobody holds any more.
+While a snapshot (or anything reading through it) is alive it holds a shared lock on its
+version's folder, so no sweep removes the folder under it; letting it go (``close``, or
+the last reference dropped) releases the lock and removes the versions nobody holds any
+more.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ class Snapshot:
         if fd is None:
             fd = _lock_folder(version_dir)
         stores: list[RecordStore] = []
-        self._finalizer = weakref.finalize(self, _let_go, fd, stores, version_dir.parent)
+        self._lease = _Lease(fd, stores, version_dir.parent)
         try:
             self.manifest = Manifest.load(version_dir)
             self.manifest.verify(version_dir, checksums=verify)
@@ -75,10 +76,10 @@ class Snapshot:
                 RecordStore(version_dir / n, readonly=True) for n in self.manifest.segments
             )
         except SimqaError:
-            self._finalizer()
+            self._lease.close()
             raise
         except Exception as exc:  # faiss, sqlite and numpy each raise their own kinds
-            self._finalizer()
+            self._lease.close()
             raise IndexCorrupt(f"index at {version_dir} cannot be read: {exc}") from None
         self._assemble(version_dir, base, deltas, stores)
 
@@ -93,7 +94,7 @@ class Snapshot:
         compute the densities of what it adds. Shares this snapshot's files and lock."""
         view = object.__new__(Snapshot)
         view.manifest = self.manifest
-        view._finalizer = None
+        view._lease = self._lease
         view._assemble(self.dir, self.base, [*self.deltas, delta], [*self.stores, store],
                        densities=delta.density is not None)  # fmt: skip
         return view
@@ -150,9 +151,11 @@ class Snapshot:
         if self.has_density:
             self._fold_overrides()
         self.vectors = VersionVectors(
-            version_dir, base, self.base_dead, self.d_ids, self.d_vecs
+            version_dir, base, self.base_dead, self.d_ids, self.d_vecs, self._lease
         )
-        self.store = VersionRecords(base, deltas, stores, hidden, dead, count, self.base_hidden)
+        self.store = VersionRecords(
+            base, deltas, stores, hidden, dead, count, self.base_hidden, self._lease
+        )
         self._all_ids: np.ndarray | None = None
         self._emb: np.ndarray | None = None
         self._tag_counts: dict[str, int] | None = None
@@ -177,8 +180,8 @@ class Snapshot:
         self.overrides = (ids[~in_delta], values[~in_delta])
 
     def close(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()
+        """Let the version go now (else when the last object reading it is dropped)."""
+        self._lease.close()
 
     # --- vectors -------------------------------------------------------------------------
 
@@ -281,8 +284,10 @@ class VersionVectors:
         base_dead: np.ndarray,
         d_ids: np.ndarray,
         d_vecs: np.ndarray,
+        lease: _Lease,
     ) -> None:
         self.dir, self.base, self.base_dead = version_dir, base, base_dead
+        self._lease = lease  # the version stays open while this is read
         self.d_ids, self.d_vecs = d_ids, d_vecs
         self._base_index: VectorIndex | None = None
 
@@ -363,7 +368,9 @@ class VersionRecords:
         dead: np.ndarray,
         count: int,
         base_hidden: np.ndarray,
+        lease: _Lease,
     ) -> None:
+        self._lease = lease  # the version stays open while this is read (an iterator, say)
         self.base, self.deltas, self.stores, self.hidden = base, deltas, stores, hidden
         self.dead, self.count, self.base_hidden = dead, count, base_hidden
         # every delta row's vector id, sorted, with the newest delta holding it (1-based)
@@ -534,6 +541,18 @@ def _lock_folder(version_dir: Path) -> int:
         raise IndexCorrupt(f"version folder {version_dir} is missing") from None
     fcntl.flock(fd, fcntl.LOCK_SH)
     return fd
+
+
+class _Lease:
+    """A version held open: its folder's shared lock and its SQLite connections, let go
+    when the snapshot and every object reading through it (its records and vectors, an
+    iterator over them) are gone, or at ``close``."""
+
+    def __init__(self, fd: int, stores: list[RecordStore], root: Path) -> None:
+        self._finalizer = weakref.finalize(self, _let_go, fd, stores, root)
+
+    def close(self) -> None:
+        self._finalizer()
 
 
 def _let_go(fd: int, stores: list[RecordStore], root: Path) -> None:
