@@ -494,7 +494,7 @@ def kills(args: argparse.Namespace) -> None:
             simqa.build(real[:1000], path)
         index = simqa.open_index(path)
         committed = {r.id for r in index.records()}
-        fresh = iter(new_consultations(2 + (args.trials + 1) * 25))
+        fresh = iter(new_consultations(2 + (args.trials + 3) * 25))
         doomed = iter(random.Random(args.seed).sample(sorted(committed), len(committed)))
 
         def command(t: int) -> tuple[list[str], set[str], set[str]]:
@@ -522,27 +522,32 @@ def kills(args: argparse.Namespace) -> None:
 
         index.close()
         work = layout.COMPACTING_PREFIX if kind == "compact" else layout.STAGING_PREFIX
-        cmd, added, gone = command(0)
-        started = time.perf_counter()
-        proc = run(cmd)
-        began = wait_for(path, work, proc)
-        if proc.wait():
-            raise SystemExit(f"{cmd} failed")
-        full = time.perf_counter() - started
-        in_work = time.perf_counter() - began if began else full
-        committed = (committed | added) - gone
+        fulls, works = [], []
+        for calibration in range(3):  # whole runs: how long a command and its write take
+            cmd, added, gone = command(-1 - calibration)
+            started = time.perf_counter()
+            proc = run(cmd)
+            began = wait_for(path, work, proc)
+            ended = wait_for(path, work, proc, gone=True)  # renamed into place: published
+            if proc.wait():
+                raise SystemExit(f"{cmd} failed")
+            fulls.append(time.perf_counter() - started)
+            works.append((ended or time.perf_counter()) - began if began else fulls[-1])
+            committed = (committed | added) - gone
+        full, in_work = float(np.median(fulls)), float(np.median(works))
         for t in range(1, args.trials + 1):
             cmd, added, gone = command(t)
             proc = run(cmd)
             # most of a command's time is starting Python (and loading the model): a third of
             # the kills land anywhere in the command's run, the rest inside its write (or its
-            # compaction), from the moment its work folder appears to just past its end
+            # compaction): from the moment its work folder appears to a little past the time
+            # the first run took to publish it
             if t % 3 == 0:
                 delay = rng.uniform(0.3 * full, 1.1 * full)
                 where = "anywhere"
             else:
                 wait_for(path, work, proc)
-                delay = rng.uniform(0, 1.1 * in_work)
+                delay = rng.uniform(0, 1.2 * in_work)
                 where = "in its work"
             try:
                 code = proc.wait(timeout=delay)
@@ -601,11 +606,12 @@ def kills(args: argparse.Namespace) -> None:
     })
 
 
-def wait_for(path: Path, prefix: str, proc: subprocess.Popen) -> float | None:
+def wait_for(path: Path, prefix: str, proc: subprocess.Popen, gone: bool = False) -> float | None:
     """Wait until a folder named ``prefix...`` appears in ``path`` (the process began its
-    write) or the process ends; the time it appeared, or None."""
+    write; with ``gone``: until none is left, it published) or the process ends; the time
+    that happened, or None."""
     while proc.poll() is None:
-        if any(p.name.startswith(prefix) for p in path.iterdir()):
+        if any(p.name.startswith(prefix) for p in path.iterdir()) != gone:
             return time.perf_counter()
         time.sleep(0.0005)
     return None
