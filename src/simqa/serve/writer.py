@@ -3,7 +3,8 @@
 A write (encoding new questions, writing the next version of the index) is long work that
 the serving process need not share: in a child it cannot take a worker down with it (a
 writer killed mid-write costs its requests a 503, and nothing is published), and it holds
-no GIL the readers wait for. The child stays up, so the model is loaded once.
+no GIL the readers wait for. The child starts with the server and stays up, so the model
+is loaded once, before the first write.
 
 Writes that arrive while the child is busy wait in a queue, and the child takes the whole
 queue at once: applied in order and published as one version (``Index.apply``), each
@@ -40,13 +41,15 @@ class WriterGone(SimqaError):
 class Writer:
     """Adds and deletes through the index's own backend in one child process."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, warm: bool = True) -> None:
         self.root = str(root)
         self._pool: ProcessPoolExecutor | None = None
         self._queue: list[tuple[Write, asyncio.Future]] = []
         self._draining: asyncio.Task | None = None
         #: how many writes each published batch held (for tests and benchmarks)
         self.batches: list[int] = []
+        if warm:  # the child starts now and loads the index and the model: the first
+            self._executor().submit(_warm, self.root)  # write does not wait for them
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:  # spawned: a fork would copy the server's threads and model
@@ -107,15 +110,28 @@ class Writer:
 _OPEN: dict[str, Index] = {}
 
 
-def _write(root: str, writes: list[Write]) -> list[tuple[bool, Any]]:
-    """Runs in the child: the writes through the index's own backend (the embedded files
-    under their writer lock, or a Milvus collection); (True, counts) or (False, error)
-    for each."""
+def _open(root: str) -> Index:
     from simqa.index import open_index
 
     index = _OPEN.get(root)
     if index is None:
         index = _OPEN[root] = open_index(root, refresh_every=None)
+    return index
+
+
+def _warm(root: str) -> None:
+    """Runs in the child as it starts: the index opened and the model loaded."""
+    index = _open(root)
+    encoder = getattr(index, "encoder", None)
+    if encoder is not None:
+        encoder.encode(["warm up the model"])
+
+
+def _write(root: str, writes: list[Write]) -> list[tuple[bool, Any]]:
+    """Runs in the child: the writes through the index's own backend (the embedded files
+    under their writer lock, or a Milvus collection); (True, counts) or (False, error)
+    for each."""
+    index = _open(root)
     apply = getattr(index, "apply", None)
     if apply is None:  # a backend without batches: one write at a time
         outcomes = [_one(index, write) for write in writes]
