@@ -179,6 +179,12 @@ class Index:
         ``("delete", ids)``; returns each one's counts (what ``add`` returns; ``{"deleted":
         n, "missing": [ids not there], "records": n}`` for a delete). What a server does
         with the writes queued behind each other."""
+        if type(self).add is not Index.add:  # a server-backed index writes its own way
+            return [
+                self.add(payload, **options) if kind == "add"
+                else {"deleted": self.delete(payload, **options), "missing": []}
+                for kind, payload in writes
+            ]  # fmt: skip
         from simqa.index.build import write_many
 
         results = write_many(self.root, writes, **options)
@@ -188,6 +194,8 @@ class Index:
     def compact(self, *, force: bool = True, **options: Any) -> dict[str, Any]:
         """Fold the delta segments into a new base (``simqa.index.compact``): with
         ``force=False`` only when they pass the thresholds. Writers go on meanwhile."""
+        if type(self).add is not Index.add:
+            return {"compacted": False, "reason": "a server-backed index compacts itself"}
         from simqa.index.compact import compact
 
         done = compact(self.root, force=force, **options)

@@ -129,34 +129,25 @@ def _warm(root: str) -> None:
 
 def _write(root: str, writes: list[Write]) -> list[tuple[bool, Any]]:
     """Runs in the child: the writes through the index's own backend (the embedded files
-    under their writer lock, or a Milvus collection); (True, counts) or (False, error)
-    for each."""
-    index = _open(root)
-    apply = getattr(index, "apply", None)
-    if apply is None:  # a backend without batches: one write at a time
-        outcomes = [_one(index, write) for write in writes]
-    else:
-        try:
-            outcomes = [(True, result) for result in apply(writes)]
-        except SimqaError as exc:
-            if len(writes) == 1:
-                outcomes = [(False, exc)]
-            else:  # find the write at fault: the others still land
-                outcomes = [_one(index, write) for write in writes]
-        from simqa.index.compact import in_background
+    under their writer lock, as one version; or a Milvus collection); (True, counts) or
+    (False, error) for each."""
+    from simqa.index.search import Index as Embedded
 
-        in_background(root, after=index.refresh)
+    index = _open(root)
+    if type(index) is not Embedded:  # a server-backed index: its own writes, one by one
+        return [_one(index, write) for write in writes]
+    try:
+        outcomes = [(True, result) for result in index.apply(writes)]
+    except SimqaError as exc:  # nothing was published: find the write at fault
+        outcomes = [_one(index, write) for write in writes] if len(writes) > 1 else [(False, exc)]
+    from simqa.index.compact import in_background
+
+    in_background(root, after=index.refresh)
     return outcomes
 
 
 def _one(index: Index, write: Write) -> tuple[bool, Any]:
-    kind, payload = write
     try:
-        apply = getattr(index, "apply", None)
-        if apply is not None:
-            return True, apply([write])[0]
-        if kind == "add":
-            return True, index.add(payload)
-        return True, {"deleted": index.delete(payload), "missing": []}
+        return True, index.apply([write])[0]
     except SimqaError as exc:
         return False, exc
