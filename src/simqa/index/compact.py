@@ -309,24 +309,29 @@ def _next_vid(view: Snapshot) -> int:
 _BACKGROUND: dict[str, threading.Thread] = {}
 
 
-def in_background(root: Path | str, after: Any = None) -> threading.Thread | None:
+def in_background(
+    root: Path | str, after: Any = None, view: Snapshot | None = None
+) -> threading.Thread | None:
     """Start a compaction in a thread of this process when the live version needs one and
     none is running (here or elsewhere); returns the thread, or None. ``after`` is called
     when it ends (say, to move an open index off the version it replaced, so that the old
-    base can go although no more writes come)."""
+    base can go although no more writes come); ``view``: the live version, if open."""
     root = layout.index_path(root)
     key = str(root.resolve())
     running = _BACKGROUND.get(key)
     if running is not None and running.is_alive():
         return None
-    try:
-        view = Snapshot.open(root)
-    except Exception:  # a failed check compacts nothing; the write stands
-        return None
-    try:
+    if view is not None:
         needed = due(view)
-    finally:
-        view.close()
+    else:
+        try:
+            view = Snapshot.open(root)
+        except Exception:  # a failed check compacts nothing; the write stands
+            return None
+        try:
+            needed = due(view)
+        finally:
+            view.close()
     if needed is None or layout.compaction_running(root):
         return None
 

@@ -142,7 +142,7 @@ def _write(root: str, writes: list[Write]) -> list[tuple[bool, Any]]:
         outcomes = [_one(index, write) for write in writes] if len(writes) > 1 else [(False, exc)]
     from simqa.index.compact import in_background
 
-    in_background(root, after=index.refresh)
+    in_background(root, after=index.refresh, view=index.snapshot)
     return outcomes
 
 
