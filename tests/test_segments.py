@@ -435,3 +435,28 @@ def test_an_iterator_keeps_its_version_while_the_index_moves_on(tmp_path, pool):
             assert (path / "v000001").is_dir()  # still read by the iterator
     assert seen == [r.id for r in pool[:300]]
     assert sorted(v.name for v in path.glob("v*")) == ["v000002"]  # let go with it
+
+
+def test_turning_the_hub_penalty_on_computes_every_density(tmp_path, pool):
+    path = tmp_path / "turn"
+    index = simqa.build(pool[:50], path)  # off by default
+    index.add(pool[50:55])
+    index.add([pool[55]], hub_penalty=0.5)  # on: every density, so a new base at once
+    assert index.snapshot.manifest.segments == [] and index.info()["hub_penalty"]["weight"] == 0.5
+    _ids, vectors = index.embeddings()
+    sims = np.asarray(vectors) @ np.asarray(vectors).T
+    np.fill_diagonal(sims, -np.inf)
+    assert np.allclose(index.snapshot.density, -np.sort(-sims, axis=1)[:, :10].mean(axis=1),
+                       atol=1e-5)  # fmt: skip
+    index.add([pool[56]], hub_penalty=0.25)  # another weight: the densities serve as they are
+    assert len(index.snapshot.manifest.segments) == 1 and index.snapshot.hub_weight == 0.25
+    index.add([pool[57]], hub_penalty=0)  # off: densities no longer kept
+    index.add([pool[58]])
+    assert not index.snapshot.has_density and len(index.snapshot.manifest.segments) == 3
+    index.add([pool[59]], hub_penalty=0.5)  # on again: computed anew, not from stale ones
+    assert index.snapshot.manifest.segments == [] and len(index) == 60
+    _ids, vectors = index.embeddings()
+    sims = np.asarray(vectors) @ np.asarray(vectors).T
+    np.fill_diagonal(sims, -np.inf)
+    assert np.allclose(index.snapshot.density, -np.sort(-sims, axis=1)[:, :10].mean(axis=1),
+                       atol=1e-5)  # fmt: skip
