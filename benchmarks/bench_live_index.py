@@ -810,7 +810,9 @@ def open_time(args: argparse.Namespace) -> None:
                   "note": "open_checks: sizes and headers (the default since the live-index "
                           "change); open_checksums: every file's sha256 (what every open did "
                           "before; now simqa info --verify and compaction); first_hit: search "
-                          "+ fetch + render of one query vector right after opening",
+                          "+ fetch + render of one query vector right after opening (since "
+                          "delta segments it includes mapping the vector index, which opening "
+                          "no longer does)",
                   "timings": summary_})  # fmt: skip
 
 
