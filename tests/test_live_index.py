@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -170,22 +169,35 @@ def test_delete_takes_a_consultation_down(tmp_path, real):
     assert_short_error(run("similar", real[4].id, "--index", str(path)), "no consultation")
 
 
-def test_a_delete_links_the_unchanged_vector_index_instead_of_rewriting_it(tmp_path, real):
+def test_a_write_adds_one_delta_segment_and_links_the_rest(tmp_path, real):
     path = tmp_path / "idx"
-    index = simqa.build(real[:100], path, index_type="hnsw")  # an index that marks deletes
+    index = simqa.build(real[:100], path, index_type="hnsw")
     first = index.snapshot.dir
+    base_files = sorted(p.name for p in first.iterdir() if p.name != "manifest.json")
+    holders = [simqa.open_index(path, refresh_every=None)]  # a reader keeps its version
     index.delete([real[5].id])
     second = index.snapshot.dir
-    assert second != first
-    assert os.path.samefile(first / "vectors.faiss", second / "vectors.faiss")
-    assert not os.path.samefile(first / "vectors.live.npy", second / "vectors.live.npy")
-    index.close()
-    shutil.rmtree(first)  # the grace period's clean-up: the linked file lives on
+    assert second != first and first.is_dir()
+    holders.append(simqa.open_index(path, refresh_every=None))
+    for name in base_files:  # every file of the base is the same file, linked
+        assert os.path.samefile(first / name, second / name)
+    (delta,) = [p for p in second.iterdir() if p.name.startswith("delta-")]
+    assert delta.stat().st_size < 200_000
+    assert index.snapshot.manifest.segments == [delta.name]
+    index.add(batches(real, 1, 3)[0])  # one more segment; the base still untouched
+    third = index.snapshot.dir
+    assert len(index.snapshot.manifest.segments) == 2
+    assert all(os.path.samefile(second / n, third / n) for n in [*base_files, delta.name])
+    holders.clear()  # let go by their readers: removed
+    assert not first.exists() and not second.exists()
     index = simqa.open_index(path, verify=True)  # every checksum read again
     assert real[5].id not in {h.id for h in index.search(real[5].question, k=10)}
-    index.add(batches(real, 1, 3)[0])  # an append changes the faiss index: a new file
-    assert not os.path.samefile(second / "vectors.faiss", index.snapshot.dir / "vectors.faiss")
-    assert len(index) == 102
+    assert len(index) == 102 and len(index.snapshot.vectors) == 102
+    before = (index.dir / "vectors.faiss").stat().st_ino
+    index.compact()  # folded: a new base, no segments
+    assert index.snapshot.manifest.segments == [] and len(index) == 102
+    assert (index.dir / "vectors.faiss").stat().st_ino != before
+    assert real[5].id not in {h.id for h in index.search(real[5].question, k=10)}
     index.close()
 
 
@@ -285,15 +297,31 @@ def test_killed_first_build_leaves_no_index_or_a_whole_one(tmp_path, real):
     assert seen  # at least one outcome observed; both are acceptable
 
 
-def test_superseded_versions_are_removed_after_the_grace_period(tmp_path, real, monkeypatch):
+def test_superseded_versions_go_once_no_reader_holds_them(tmp_path, real):
     path = tmp_path / "idx"
     simqa.build(real[:30], path)
+    reader = simqa.open_index(path, refresh_every=None)  # holds v000001
+
+    def versions() -> list[str]:
+        return sorted(v.name for v in path.glob("v[0-9]*"))
+
     for i in range(3):
         simqa.build([Consultation(id=f"g{i}", question=real[40 + i].question)], path, append=True)
-    assert len(list(path.glob("v[0-9]*"))) == 4  # all within the grace period
-    old = time.time() - layout.GRACE_SECONDS - 5
-    for v in path.glob("v[0-9]*"):
-        os.utime(v, (old, old))
+    # the reader's version stays; those nobody held went as soon as they were superseded
+    assert versions() == ["v000001", "v000004"]
+    assert len(reader) == 30
+    other = subprocess.Popen(  # another process holding v000004 until told to stop
+        [sys.executable, "-c", "import sys, simqa; i = simqa.open_index(sys.argv[1]); "
+         "print(len(i), flush=True); sys.stdin.read()", str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert other.stdout.readline().strip() == "33"
     simqa.build([Consultation(id="g9", question=real[50].question)], path, append=True)
-    # only the live version and its predecessor (superseded just now) remain
-    assert sorted(v.name for v in path.glob("v[0-9]*")) == ["v000004", "v000005"]
+    assert versions() == ["v000001", "v000004", "v000005"]
+    # no more writes: the reader moving on lets its version go, and so does the process
+    assert reader.refresh() and len(reader) == 34
+    assert versions() == ["v000004", "v000005"]
+    other.kill()  # even killed, its lock goes with it; the next reader to let go sweeps
+    other.wait()
+    simqa.open_index(path).close()
+    assert versions() == ["v000005"]

@@ -40,8 +40,8 @@ def _options(
 
 for command in (
     index_commands.build, box_commands.query, box_commands.similar, box_commands.duplicates,
-    index_commands.info, index_commands.delete, learn_commands.calibrate, serve_command.serve,
-    learn_commands.adapt,
+    index_commands.info, index_commands.delete, index_commands.compact,
+    learn_commands.calibrate, serve_command.serve, learn_commands.adapt,
 ):
     app.command()(command)
 app.command("eval")(eval_command.eval_command)

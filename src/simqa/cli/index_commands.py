@@ -1,4 +1,5 @@
-"""``simqa build``, ``delete`` and ``info``: writing an index and saying what it holds."""
+"""``simqa build``, ``delete``, ``compact`` and ``info``: writing an index and saying what it
+holds."""
 
 from __future__ import annotations
 
@@ -173,3 +174,34 @@ def _holds(idx: Any, record_id: str) -> bool:
         return False
     return True
 
+
+
+def compact(
+    index: IndexOpt = "default",
+    if_due: Annotated[
+        bool,
+        typer.Option(
+            "--if-due",
+            help="Only when the deltas pass the thresholds (as a server's writer does); "
+            "otherwise whenever there are any.",
+        ),
+    ] = False,
+    wait: WaitOpt = 300.0,
+) -> None:
+    """Fold the delta segments of recent writes into a new base. Writers go on meanwhile:
+    what they publish during the compaction is kept on top of the new base."""
+    from simqa.index.compact import compact as compact_index
+
+    done = compact_index(index, force=not if_due, wait=wait)
+    if not done["compacted"]:
+        typer.echo(f"nothing done: {done['reason']} ({done.get('version', '-')})", err=True)
+        return
+    replayed = done["replayed_segments"]
+    typer.echo(
+        f"{done['version']}: {done['kind']} compaction, {done['folded_records']:,} delta "
+        f"record(s) and {done['folded_deletes']:,} deletion(s) folded "
+        + (f"into a base of {done['base_records']:,} " if done["kind"] == "major" else "")
+        + f"in {done['seconds']:.1f}s"
+        + (f"; {replayed} write(s) published meanwhile kept" if replayed else ""),
+        err=True,
+    )

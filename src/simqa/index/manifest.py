@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,10 @@ from simqa.errors import IndexCorrupt, ModelMismatch
 from simqa.files import sha256_file
 
 #: 2: records carry ask_iso and a tags table (the date and tag filters)
-FORMAT_VERSION = 2
+#: 3: a version is a base plus delta segments (``segments``, ``next_vid``, ``base``)
+FORMAT_VERSION = 3
+#: the versions this simqa reads: a version-2 index is a base without delta segments
+READS = (2, 3)
 FILENAME = "manifest.json"
 #: each file's {"bytes", "sha256"}, by name
 Files = dict[str, dict[str, Any]]
@@ -49,23 +53,20 @@ class Manifest:
     files: Files = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     simqa_version: str = ""
+    #: the delta segment files on top of the base, oldest first (``index.segment``)
+    segments: list[str] = field(default_factory=list)
+    #: the vector id the next new record gets (0: not recorded, read from the base)
+    next_vid: int = 0
+    #: the base's own figures: {"records", "created"} (empty: a version-2 index)
+    base: dict[str, Any] = field(default_factory=dict)
 
-    def save(
-        self, directory: Path, base: Path | None = None, base_files: Files | None = None
-    ) -> None:
-        """Record each file's size and checksum, then write the manifest itself. A file
-        hard-linked from the version ``base`` (whose ``base_files`` were verified) keeps
-        its recorded checksum instead of being read again."""
-        self.files = {}
-        for path in sorted(directory.iterdir()):
-            if not path.is_file() or path.name == FILENAME:
-                continue
-            known = (base_files or {}).get(path.name)
-            if known is not None and base is not None and _same_file(path, base / path.name):
-                self.files[path.name] = dict(known)
-            else:
-                self.files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
-        (directory / FILENAME).write_text(json.dumps(asdict(self), indent=2) + "\n")
+    def save(self, directory: Path, reuse: Iterable[tuple[Path, Files]] = ()) -> None:
+        """Record each file's size and checksum, then write the manifest itself. A file that
+        is the very file (same inode) of one listed in ``reuse`` (a folder and its verified
+        entries) keeps that checksum instead of being read again: a write checksums only
+        the files it wrote."""
+        self.files = files_of(directory, reuse)
+        write_json(directory / FILENAME, asdict(self))
 
     @classmethod
     def load(cls, directory: Path) -> Manifest:
@@ -76,10 +77,11 @@ class Manifest:
             raise IndexCorrupt(f"{directory} has no {FILENAME}") from None
         except (OSError, ValueError, UnicodeDecodeError):
             raise IndexCorrupt(f"{path} is unreadable or not valid JSON") from None
-        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+        if not isinstance(data, dict) or data.get("format_version") not in READS:
             version = data.get("format_version") if isinstance(data, dict) else None
             raise IndexCorrupt(
-                f"{path}: index format version {version!r}, this simqa reads {FORMAT_VERSION}; "
+                f"{path}: index format version {version!r}, this simqa reads "
+                f"{' and '.join(map(str, READS))}; "
                 "rebuild the index with simqa build"
             )
         try:
@@ -126,10 +128,29 @@ class Manifest:
                 raise IndexCorrupt(f"index file {path} fails its checksum (corrupted)")
 
 
+def files_of(directory: Path, reuse: Iterable[tuple[Path, Files]] = ()) -> Files:
+    """{"bytes", "sha256"} of every file in ``directory`` but the manifest (see ``save``)."""
+    sources = list(reuse)
+    files: Files = {}
+    for path in sorted(directory.iterdir()):
+        if not path.is_file() or path.name == FILENAME:
+            continue
+        for folder, known in sources:
+            entry = known.get(path.name)
+            if entry is not None and _same_file(path, folder / path.name):
+                files[path.name] = dict(entry)
+                break
+        else:
+            files[path.name] = {"bytes": path.stat().st_size, "sha256": sha256_file(path)}
+    return files
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2) + "\n")
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:
         return False
-
-

@@ -8,7 +8,7 @@ index knows which one answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Unpack, runtime_checkable
 
@@ -76,6 +76,16 @@ class SimilarIndex(Protocol):
     def add(self, records: Iterable[Consultation], **options: Any) -> dict[str, int]: ...
 
     def delete(self, ids: Iterable[str], **options: Any) -> int: ...
+
+    def apply(
+        self, writes: Sequence[tuple[str, Any]], **options: Any
+    ) -> list[dict[str, Any]]:
+        """``("add", records)`` and ``("delete", ids)`` in order, each one's counts back."""
+        ...
+
+    def compact(
+        self, *, force: bool = True, background: bool = False, **options: Any
+    ) -> dict[str, Any]: ...
 
     def refresh(self) -> bool: ...
 

@@ -1,9 +1,10 @@
 """``Index``: an opened index that answers searches, safe to share across threads.
 
-An ``Index`` holds one ``Snapshot`` (a published version) at a time. Searches read the
-snapshot they start with, so a writer publishing a new version never disturbs a search
-in flight; ``refresh`` (called by itself every ``refresh_every`` seconds) swaps in the
-newest version without reloading the model.
+An ``Index`` holds one ``Snapshot`` (a published version: a base and its delta segments)
+at a time. Searches read the snapshot they start with, so a writer publishing a new
+version never disturbs a search in flight; ``refresh`` (called by itself every
+``refresh_every`` seconds) swaps in the newest version without reloading the model or
+the base (a new version costs its new delta segment).
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ class Index:
         search first checks whether a newer version was published.
         """
         root = layout.index_path(index)
-        snapshot = Snapshot(layout.current_version(root), verify=verify)
+        snapshot = Snapshot.open(root, verify=verify)
         if model is not None and resolve_model(model)[0] != snapshot.manifest.model:
             raise ModelMismatch(
                 f"index {index} was built with model {snapshot.manifest.model}, not {model}; "
@@ -103,11 +104,12 @@ class Index:
             if version_dir == self._snapshot.dir:
                 self._stamp = stamp
                 return False
-            fresh = Snapshot(version_dir)
+            fresh = Snapshot.open(self.root)
             old = self._snapshot.manifest
             if (fresh.manifest.model, fresh.manifest.encoder) != (old.model, old.encoder):
                 self._encoder = None
-            self._snapshot, self._stamp = fresh, stamp  # searches in flight keep the old one
+            # searches in flight keep the old one; the last to finish lets its version go
+            self._snapshot, self._stamp = fresh, stamp
             return True
 
     @property
@@ -165,6 +167,35 @@ class Index:
         self.refresh()
         return counts["deleted"]
 
+    def apply(self, writes: Sequence[tuple[str, Any]], **options: Any) -> list[dict[str, Any]]:
+        """Several writes, in order, published as one version: ``("add", records)`` and
+        ``("delete", ids)``; returns each one's counts (what ``add`` returns; ``{"deleted":
+        n, "missing": [ids not there], "records": n}`` for a delete). What a server does
+        with the writes queued behind each other."""
+        from simqa.index.build import write_many
+
+        results = write_many(self.root, writes, **options)
+        self.refresh()
+        return results
+
+    def compact(
+        self, *, force: bool = True, background: bool = False, **options: Any
+    ) -> dict[str, Any]:
+        """Fold the delta segments into a new base (``simqa.index.compact``): with
+        ``force=False`` only when they pass the thresholds. Writers go on meanwhile.
+        ``background``: start it in a thread when due and return at once (what a server's
+        writer does after a write)."""
+        if background:
+            from simqa.index.compact import in_background
+
+            started = in_background(self.root, after=self.refresh, view=self.snapshot)
+            return {"compacted": False, "started": started is not None}
+        from simqa.index.compact import compact
+
+        done = compact(self.root, force=force, **options)
+        self.refresh()
+        return done
+
     # --- searching -----------------------------------------------------------------------
 
     def search(self, text: str, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]:
@@ -195,8 +226,7 @@ class Index:
         if found is None:
             raise UnknownConsultation(f"no consultation with id {record_id!r} in this index")
         vid, record, _hash = found
-        row = snapshot.rows(np.array([vid], dtype=np.int64))
-        vector = np.asarray(snapshot.emb[row], dtype=np.float32)
+        vector = snapshot.vectors_of(np.array([vid], dtype=np.int64))
         own = {question_key(record, snapshot.manifest.embed_fields)}
         return self._search(snapshot, vector, k, [own], filters)[0]
 
@@ -216,11 +246,9 @@ class Index:
         check_k(k)
         snapshot = self.snapshot  # one version throughout
         plan = _Plan.make(snapshot, k, filters)
-        ids = np.asarray(snapshot.emb_ids)
+        ids = snapshot.all_ids()
         batches = [ids[start : start + batch_size] for start in range(0, len(ids), batch_size)]
-
-        def vectors_of(vids: np.ndarray) -> np.ndarray:
-            return np.asarray(snapshot.emb[snapshot.rows(vids)], np.float32)
+        vectors_of = snapshot.vectors_of
 
         # a record is a neighbour of ~k+SPARE others: fetch (and decode) it once per run,
         # not once per box; bounded so that a few million consultations fit in memory
@@ -294,13 +322,12 @@ class Index:
             if text and text not in first:
                 first[text] = int(vid)
         vids = np.fromiter(first.values(), dtype=np.int64, count=len(first))
-        return list(first), np.asarray(snapshot.emb[snapshot.rows(vids)], dtype=np.float32)
+        return list(first), snapshot.vectors_of(vids)
 
     def info(self) -> dict[str, Any]:
         """What ``simqa info`` shows."""
         snapshot = self.snapshot
         m = snapshot.manifest
-        size = sum(p.stat().st_size for p in snapshot.dir.iterdir() if p.is_file())
         return {
             "path": str(self.root),
             "version": snapshot.dir.name,
@@ -317,7 +344,13 @@ class Index:
             "recall": m.recall,
             "min_score": m.min_score,
             "hub_penalty": m.hub_penalty,
-            "size_bytes": size,
+            "size_bytes": snapshot.files_bytes(),
+            "delta": {
+                "segments": len(m.segments),
+                "records": snapshot.delta_records,
+                "deleted_from_base": len(snapshot.base_dead),
+                "bytes": sum(int(m.files[n]["bytes"]) for n in m.segments if n in m.files),
+            },
             "created": m.created,
             "updated": m.updated,
             "sources": m.sources,
@@ -350,7 +383,7 @@ class _Plan:
         )  # fmt: skip
         allowed = snapshot.store.vids_where(where) if where else None
         total = len(snapshot.vectors)
-        depth = max(k + SPARE, hubs.RERANK_DEPTH if snapshot.density is not None else 0)
+        depth = max(k + SPARE, hubs.RERANK_DEPTH if snapshot.has_density else 0)
         if allowed is None:
             return cls(k, min_score, None, False, depth, min(total, depth), total)
         if len(allowed) <= EXACT_SUBSET_MAX:
@@ -367,7 +400,7 @@ class _Plan:
             n = len(vectors)
             return np.full((n, 0), -np.inf, np.float32), np.full((n, 0), -1, np.int64)
         over = self.allowed if self.exact else None
-        return snapshot.candidates(vectors, self.want, over, self.widen)
+        return snapshot.candidates(vectors, self.want, over, self.widen, self.allowed)
 
 
 def _finish(
@@ -400,13 +433,13 @@ def _finish(
         if not short or (want >= limit and over is not None):
             return results
         if want >= limit:  # the vector index looked everywhere it would: finish exactly
-            over = allowed if allowed is not None else np.asarray(snapshot.emb_ids)
+            over = allowed if allowed is not None else snapshot.all_ids()
             limit = len(over)
             want = min(limit, max(want // 4, plan.depth))
         else:
             want, widen = min(limit, want * 4), widen * 4
         pending = np.array(short)
-        scores, ids = snapshot.candidates(vectors[pending], want, over, widen)
+        scores, ids = snapshot.candidates(vectors[pending], want, over, widen, allowed)
 
 
 def _rank(
@@ -427,9 +460,9 @@ def _rank(
         keep &= scores >= min_score
     s, v = scores[keep].tolist(), ids[keep].tolist()
     ranked, order = s, list(range(len(v)))  # best first: only the hub penalty re-orders
-    if snapshot.density is not None and v:
+    if snapshot.has_density and v:
         penalised = hubs.penalised(
-            np.asarray(s), snapshot.density[snapshot.rows(np.asarray(v))], snapshot.hub_weight
+            np.asarray(s), snapshot.density_of(np.asarray(v)), snapshot.hub_weight
         )
         ranked, order = penalised.tolist(), np.argsort(-penalised, kind="stable").tolist()
     hits: list[Hit] = []

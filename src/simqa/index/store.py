@@ -5,21 +5,27 @@ whole consultations, so a hit comes back with its title, reply, doctor and depar
 A record whose embedded text changes gets a fresh vid, so a vector id never means two
 different texts (which keeps HNSW tombstones simple).
 
-A published version's database never changes again, so readers open it read-only and
-``immutable`` (no locking, no journal look-ups) and share one connection across threads.
-Filters read two derived columns kept by ``upsert``: ``ask_iso`` (the ask date as ISO
-text, the original kept in ``ask_date``) and the ``tags`` table (one row per topic).
+A published database never changes again, so readers open it read-only and ``immutable``
+(no locking, no journal look-ups), one connection per reading thread: threads never queue
+on each other's queries. Filters read two derived columns kept by ``upsert``: ``ask_iso``
+(the ask date as ISO text, the original kept in ``ask_date``) and the ``tags`` table (one
+row per topic).
+
+The same schema serves an index's base (``records.sqlite``) and its delta segments, whose
+rows carry the vector ids the writer gave them (``insert_rows``).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 
@@ -122,31 +128,54 @@ def _date_bound(value: str | None, name: str) -> str | None:
 class RecordStore:
     """Consultations keyed by their own id and by vector id.
 
-    ``readonly`` opens a published database: immutable, one connection shared by the
-    threads of a server behind a lock (each query takes well under a millisecond).
+    ``readonly`` opens a published database: immutable, a connection of its own for each
+    thread that reads it (opened at its first query, closed with the store). A writable
+    store is a file in a staging folder: no journal and no syncs of its own (publishing
+    syncs it; a failed write throws the folder away).
     """
 
     def __init__(self, path: Path, readonly: bool = False) -> None:
         self.path = path
         self.readonly = readonly
-        self._lock = threading.Lock()
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._opened_lock = threading.Lock()
         if readonly:
             if not path.is_file():
                 raise IndexCorrupt(f"index file {path} is missing")
-            uri = f"file:{path.resolve()}?mode=ro&immutable=1"
-            self.db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+            self._uri = f"file:{quote(os.path.abspath(path))}?mode=ro&immutable=1"
         else:
             self.db = sqlite3.connect(str(path), check_same_thread=False)
-        self.db.row_factory = sqlite3.Row
-        if not readonly:
+            self.db.row_factory = sqlite3.Row
+            self.db.execute("PRAGMA journal_mode=OFF")
+            self.db.execute("PRAGMA synchronous=OFF")
             self.db.executescript(_SCHEMA)
 
+    def _connection(self) -> sqlite3.Connection:
+        """This thread's connection (a published database is read by many threads at once)."""
+        if not self.readonly:
+            return self.db
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self._uri, uri=True, check_same_thread=False)
+            db.row_factory = sqlite3.Row
+            self._local.db = db
+            with self._opened_lock:
+                self._opened.append(db)
+        return db
+
     def close(self) -> None:
-        self.db.close()
+        if not self.readonly:
+            self.db.close()
+            return
+        with self._opened_lock:
+            opened, self._opened = self._opened, []
+        for db in opened:
+            db.close()
+        self._local = threading.local()
 
     def _all(self, sql: str, args: Iterable = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self.db.execute(sql, tuple(args)).fetchall()
+        return self._connection().execute(sql, tuple(args)).fetchall()
 
     def __len__(self) -> int:
         return int(self._all("SELECT COUNT(*) FROM records")[0][0])
@@ -224,12 +253,45 @@ class RecordStore:
         """Records and text hashes by vid; unknown vids are left out."""
         vids = [int(v) for v in vids]
         found: dict[int, tuple[Consultation, str]] = {}
-        for start in range(0, len(vids), 900):  # SQLite's bound-parameter limit
-            chunk = vids[start : start + 900]
-            marks = ", ".join("?" for _ in chunk)
-            for row in self._all(f"SELECT * FROM records WHERE vid IN ({marks})", chunk):
-                found[int(row["vid"])] = (_from_row(row), row["text_hash"])
+        if len(vids) > 900:  # past SQLite's bound-parameter limit: one JSON array
+            rows = self._all(f"SELECT * FROM records WHERE vid IN {_JSON_SET}", [json.dumps(vids)])
+        else:
+            marks = ", ".join("?" for _ in vids)
+            rows = self._all(f"SELECT * FROM records WHERE vid IN ({marks})", vids) if vids else []
+        for row in rows:
+            found[int(row["vid"])] = (_from_row(row), row["text_hash"])
         return found
+
+    def get_many(self, record_ids: Iterable[str]) -> dict[str, tuple[int, Consultation, str]]:
+        """``get`` of many ids in one query: (vid, record, text hash) by id, found ones only."""
+        ids = list(dict.fromkeys(str(i) for i in record_ids))
+        if not ids:
+            return {}
+        rows = self._all(f"SELECT * FROM records WHERE id IN {_JSON_SET}", [json.dumps(ids)])
+        return {row["id"]: (int(row["vid"]), _from_row(row), row["text_hash"]) for row in rows}
+
+    def next_vid(self) -> int:
+        """The vector id after every one this database ever gave (AUTOINCREMENT's counter)."""
+        seq = self._all("SELECT seq FROM sqlite_sequence WHERE name = 'records'")
+        top = self._all("SELECT MAX(vid) FROM records")
+        return max(int(seq[0][0]) if seq else 0, int(top[0][0] or 0)) + 1
+
+    def row_vids(self) -> np.ndarray:
+        """Every row's vector id, sorted."""
+        rows = self._all("SELECT vid FROM records ORDER BY vid")
+        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+
+    def insert_rows(self, rows: Iterable[tuple[int, Consultation, str]]) -> None:
+        """Write records under the vector ids given (a delta segment's rows)."""
+        placeholders = ", ".join("?" for _ in _COLUMNS)
+        with self.db:
+            for vid, record, digest in rows:
+                self.db.execute(
+                    f"INSERT INTO records (vid, {', '.join(_COLUMNS)}, text_hash, ask_iso) "
+                    f"VALUES (?, {placeholders}, ?, ?)",
+                    (vid, *_to_row(record), digest, iso_date(record.ask_date)),
+                )
+                self._set_tags(vid, record.tags)
 
     def vids_where(self, where: Filter) -> np.ndarray:
         """Sorted vector ids of the records a filter keeps (text compared case-insensitively)."""
@@ -237,9 +299,13 @@ class RecordStore:
         rows = self._all(f"SELECT vid FROM records {sql} ORDER BY vid", args)
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
-    def tag_counts(self) -> dict[str, int]:
-        """Records per topic (casefolded), for choosing Related FAQ topics."""
-        rows = self._all("SELECT lower(tag), COUNT(DISTINCT vid) FROM tags GROUP BY lower(tag)")
+    def tag_counts(self, only: np.ndarray | None = None) -> dict[str, int]:
+        """Records per topic (casefolded), for choosing Related FAQ topics; ``only``: among
+        those vector ids alone."""
+        where, args = _only(only)
+        rows = self._all(
+            f"SELECT lower(tag), COUNT(DISTINCT vid) FROM tags {where} GROUP BY lower(tag)", args
+        )
         return {r[0]: int(r[1]) for r in rows}
 
     def iter_records(self) -> Iterator[tuple[int, Consultation]]:
@@ -252,17 +318,32 @@ class RecordStore:
                 yield int(row["vid"]), _from_row(row)
             last = int(rows[-1]["vid"])
 
-    def counts_by(self, column: str) -> dict[str, int]:
-        """Record counts per source or department, for ``simqa info``."""
+    def counts_by(self, column: str, only: np.ndarray | None = None) -> dict[str, int]:
+        """Record counts per source or department, for ``simqa info``; ``only``: among
+        those vector ids alone."""
         if column not in ("source", "department"):
             raise ValueError(column)
-        rows = self._all(f"SELECT {column}, COUNT(*) FROM records GROUP BY 1 ORDER BY 2 DESC")
+        where, args = _only(only)
+        rows = self._all(
+            f"SELECT {column}, COUNT(*) FROM records {where} GROUP BY 1 ORDER BY 2 DESC", args
+        )
         return {r[0] or "(none)": int(r[1]) for r in rows}
 
     def copy_to(self, path: Path) -> RecordStore:
-        """A consistent copy of this database at ``path`` (SQLite's online backup)."""
+        """A writable copy of this database at ``path`` (SQLite's online backup)."""
         target = sqlite3.connect(str(path))
-        with self._lock, target:
-            self.db.backup(target)
+        target.execute("PRAGMA synchronous=OFF")
+        with target:
+            self._connection().backup(target)
         target.close()
         return RecordStore(path)
+
+
+#: ``vid IN`` / ``id IN`` a JSON array bound as one parameter (no bound-parameter limit)
+_JSON_SET = "(SELECT value FROM json_each(?))"
+
+
+def _only(vids: np.ndarray | None) -> tuple[str, list[str]]:
+    if vids is None:
+        return "", []
+    return f"WHERE vid IN {_JSON_SET}", [json.dumps(np.asarray(vids, dtype=np.int64).tolist())]

@@ -7,6 +7,7 @@ refuse the same appends with the same words.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -106,5 +107,6 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+@functools.cache
 def simqa_version() -> str:
-    return version("simqa")
+    return version("simqa")  # parses the package metadata: ms, so once per process

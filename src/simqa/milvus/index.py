@@ -160,6 +160,33 @@ class MilvusIndex:
         self.refresh()
         return counts["deleted"]
 
+    def apply(self, writes: Sequence[tuple[str, Any]], **options: Any) -> list[dict[str, Any]]:
+        """The writes one after another (Milvus has no versions to publish them as one; an
+        add is an upsert, so a batch sent again after a failure does no harm)."""
+        results: list[dict[str, Any]] = []
+        for kind, payload in writes:
+            if kind == "add":
+                results.append(self.add(payload, **options))
+            else:
+                ids = list(payload)
+                missing = [i for i in ids if not self._has(i)]
+                deleted = self.delete(ids, **options)
+                results.append({"deleted": deleted, "missing": missing, "records": len(self)})
+        return results
+
+    def compact(
+        self, *, force: bool = True, background: bool = False, **options: Any
+    ) -> dict[str, Any]:
+        """Nothing to do: Milvus compacts its own segments."""
+        return {"compacted": False, "reason": "Milvus compacts its own segments"}
+
+    def _has(self, record_id: str) -> bool:
+        try:
+            self.get(record_id)
+        except UnknownConsultation:
+            return False
+        return True
+
     # --- searching -------------------------------------------------------------------------
 
     def search(self, text: str, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]:

@@ -95,6 +95,14 @@ class VectorIndex(ABC):
         """
         return []
 
+    def without(self, ids: np.ndarray) -> VectorIndex:
+        """A search-only view of this index that never returns ``ids``: how a version hides
+        the rows its delta segments deleted from a base that stays unchanged on disk. It
+        shares the faiss index (nothing is copied but a live mask); ``len`` counts what
+        it can return. Backends serving an index's base implement it (a server-backed one
+        deletes in place and needs none)."""
+        raise NotImplementedError(f"a {self.kind} index cannot serve as an index's base")
+
     def needs_compaction(self) -> bool:
         """True when removed-but-kept vectors waste enough to rebuild (see ``compact``)."""
         return False

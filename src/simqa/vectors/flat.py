@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,9 @@ class FlatIndex(VectorIndex):
         super().__init__(dim)
         self.index = index if index is not None else faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.mapped = mapped
+        #: search parameters hiding the ids a ``without`` view leaves out (None: none)
+        self._hide: Any = None
+        self._hidden = 0
 
     def _writable(self) -> None:
         if self.mapped:
@@ -49,7 +53,31 @@ class FlatIndex(VectorIndex):
     def search(
         self, queries: np.ndarray, k: int, widen: float = 1.0
     ) -> tuple[np.ndarray, np.ndarray]:
-        return self.index.search(as_queries(queries, self.dim), k)  # exact: nothing to widen
+        queries = as_queries(queries, self.dim)  # exact: nothing to widen
+        if self._hide is None:
+            return self.index.search(queries, k)
+        return self.index.search(queries, k, params=self._hide)
+
+    def without(self, ids: np.ndarray) -> FlatIndex:
+        ids = np.unique(np.asarray(ids, dtype=np.int64))
+        ids = ids[ids >= 0]
+        view = copy.copy(self)
+        if self._hide is not None:  # a view of a view hides both sets
+            ids = np.union1d(ids, self._hide.hidden_ids)
+        present = faiss.vector_to_array(self.index.id_map) if len(ids) else ids
+        view._hidden = int(np.isin(ids, present).sum()) if len(ids) else 0
+        if not view._hidden:
+            view._hide, view._hidden = None, 0
+            return view
+        bitmap = np.zeros(int(ids[-1]) // 8 + 1, dtype=np.uint8)
+        np.bitwise_or.at(bitmap, ids // 8, (1 << (ids % 8)).astype(np.uint8))
+        hidden = faiss.IDSelectorBitmap(len(bitmap), faiss.swig_ptr(bitmap))
+        params = faiss.SearchParameters()
+        params.sel = faiss.IDSelectorNot(hidden)
+        # the Python objects must outlive the C++ pointers
+        params.refs, params.hidden_ids = (bitmap, hidden, params.sel), ids
+        view._hide = params
+        return view
 
     def save(self, directory: Path) -> None:
         faiss.write_index(self.index, str(Path(directory) / self.filename))
@@ -60,4 +88,4 @@ class FlatIndex(VectorIndex):
         return cls(config["dim"], index, mapped)
 
     def __len__(self) -> int:
-        return int(self.index.ntotal)
+        return int(self.index.ntotal) - self._hidden

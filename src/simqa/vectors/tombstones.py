@@ -10,6 +10,7 @@ dead positions pass ``COMPACT_AT`` of the index, ``compact`` rebuilds it.
 
 from __future__ import annotations
 
+import copy
 import os
 from abc import abstractmethod
 from pathlib import Path
@@ -44,6 +45,8 @@ class TombstoneIndex(VectorIndex):
         #: the folder this index was loaded from while its faiss index and ids are unchanged
         #: there (a delete only marks positions dead): ``save`` links those files, not rewrites
         self._source: Path | None = None
+        #: (live ids sorted, their positions), for ``without``; made at its first use
+        self._by_id: tuple[np.ndarray, np.ndarray] | None = None
 
     # -- what a subclass provides -------------------------------------------------
     @abstractmethod
@@ -63,6 +66,7 @@ class TombstoneIndex(VectorIndex):
     def _reset_params(self) -> None:
         self._params = {}
         self._selector_cache = None
+        self._by_id = None
 
     # -- updates ----------------------------------------------------------------
     def _writable(self) -> None:
@@ -116,6 +120,28 @@ class TombstoneIndex(VectorIndex):
         self._n_live = 0
         self._reset_params()
         self.add(ids, vectors)
+
+    def without(self, ids: np.ndarray) -> TombstoneIndex:
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        view = copy.copy(self)
+        view._params, view._selector_cache, view._source = {}, None, None
+        if not len(ids) or not self._n_live:
+            return view
+        if self._by_id is None:
+            positions = np.flatnonzero(self._live)
+            live_ids = self._ids[positions]
+            if len(live_ids) > 1 and not np.all(live_ids[1:] > live_ids[:-1]):
+                order = np.argsort(live_ids, kind="stable")
+                live_ids, positions = live_ids[order], positions[order]
+            self._by_id = (live_ids, positions)
+        live_ids, positions = self._by_id
+        at = np.minimum(np.searchsorted(live_ids, ids), len(live_ids) - 1)
+        hit = positions[at[live_ids[at] == ids]]
+        view._live = self._live.copy()
+        view._live[hit] = False
+        view._n_live = int(self._n_live - len(np.unique(hit)))
+        view._by_id = None
+        return view
 
     # -- search -------------------------------------------------------------------
     def _selector(self) -> faiss.IDSelector | None:

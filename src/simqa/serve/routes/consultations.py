@@ -2,7 +2,9 @@
 
 Writes go through the server's ``Writer`` (``simqa.serve.writer``): a process of its own
 that holds the index's writer lock and returns once the new version is durable and
-published, so the event loop, and every read, goes on meanwhile.
+published, so the event loop, and every read, goes on meanwhile. Writes queued behind
+one another are published together; many ids are deleted in one request (and one version)
+with ``POST /v1/consultations/delete``.
 """
 
 from __future__ import annotations
@@ -71,6 +73,36 @@ async def add(request: Request) -> JSONResponse:
     return JSONResponse(result)
 
 
+@router.post(
+    "/delete",
+    response_model=WriteOut,
+    responses=WRITE_ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["ids"],
+                        "properties": {"ids": {"type": "array", "items": {"type": "string"}}},
+                    }
+                }
+            },
+            "description": 'The ids to take down: {"ids": ["a", "b"]}.',
+        }
+    },
+)
+async def delete_many(request: Request) -> JSONResponse:
+    """Take many consultations down in one write (one new version); says how many were
+    deleted and which ids were not there."""
+    require_writer(request)
+    ids = await run_in_threadpool(parse_ids, await request.body())
+    result = await request.app.state.writer.delete_many(ids)
+    live_index(request)
+    return JSONResponse({"deleted": result["deleted"], "missing": result.get("missing", [])})
+
+
 @router.delete("/{record_id:path}", response_model=WriteOut, responses=WRITE_ERRORS)
 async def delete(record_id: str, request: Request) -> JSONResponse:
     """Take a consultation down: it leaves the records and the vectors in one write."""
@@ -103,3 +135,23 @@ def parse_records(body: bytes) -> list[Consultation]:
     if len(set(ids)) != len(ids):
         raise SimqaError("the same id appears twice in one request")
     return records
+
+
+#: ids one delete request may name
+MAX_DELETE_IDS = 10_000
+
+
+def parse_ids(body: bytes) -> list[str]:
+    """``{"ids": [...]}``: a non-empty list of consultation ids."""
+    try:
+        data = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SimqaError(f"malformed JSON: {exc}") from None
+    ids = data.get("ids") if isinstance(data, dict) else None
+    if not isinstance(ids, list) or not ids:
+        raise SimqaError('expected {"ids": [...]}, a non-empty list of consultation ids')
+    if len(ids) > MAX_DELETE_IDS:
+        raise SimqaError(f"{len(ids):,} ids in one request; the limit is {MAX_DELETE_IDS:,}")
+    if not all(isinstance(i, str) and i for i in ids):
+        raise SimqaError("every id must be a non-empty string")
+    return list(dict.fromkeys(ids))
