@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -26,22 +27,41 @@ class WriterGone(SimqaError):
     """The writing process died mid-write; the write was not published."""
 
 
+class ShuttingDown(SimqaError):
+    """The server is stopping: this write was not started; nothing was written."""
+
+
+STOPPING = "the server is shutting down: nothing was written, send it again"
+
+
 class Writer:
     """Adds and deletes through the index's own ``add`` / ``delete`` in one child process."""
 
     def __init__(self, root: Path) -> None:
         self.root = str(root)
         self._pool: ProcessPoolExecutor | None = None
+        self.stopping = False
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:  # spawned: a fork would copy the server's threads and model
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_ignore_stop_signals,
+            )
         return self._pool
 
     async def _run(self, *args: object) -> dict[str, int]:
-        loop = asyncio.get_running_loop()
+        if self.stopping:
+            raise ShuttingDown(STOPPING)
+        future = self._executor().submit(_write, self.root, *args)
         try:
-            return await loop.run_in_executor(self._executor(), _write, self.root, *args)
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if future.cancelled() and self.stopping and not (task and task.cancelling()):
+                raise ShuttingDown(STOPPING) from None  # dropped by stop() before it started
+            raise
         except BrokenProcessPool:
             self.close()  # the next write starts a new process
             raise WriterGone(
@@ -55,10 +75,24 @@ class Writer:
     async def delete(self, ids: list[str]) -> int:
         return (await self._run([], ids))["deleted"]
 
+    def stop(self) -> None:
+        """Take no more writes: those not started yet get ShuttingDown; the one being
+        made (and the one handed to the process after it) finishes and is published."""
+        self.stopping = True
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _ignore_stop_signals() -> None:
+    """In the child: a SIGTERM or Ctrl-C sent to the whole process group must not cut a
+    write short; the server stops the child once its write is answered."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 #: in the child: the index each write goes through, opened once (model loaded once)
