@@ -7,7 +7,8 @@ version. So the tag is a hash of the server's code version, the index version (t
 ``CURRENT`` names and the manifest's created/updated stamps: a rebuild that reuses a
 folder name still changes the tag) and the normalised request, prefixed with the version's
 name (``"v000042-9f2c..."``). A request whose ``If-None-Match`` holds the current tag gets
-``304`` before the route runs: nothing is searched, encoded or read from the records.
+``304`` before the route runs: nothing is searched, encoded or read from the records
+(``If-None-Match: *`` is answered once the route has found that the answer exists).
 
 A 200 carries the tag only if the index stayed on one version while it was computed (the
 version ``deps.live_index`` moved to, and the one current when the answer starts); if a
@@ -94,26 +95,34 @@ class Conditional:
             await self.app(scope, receive, send)
             return
         cacheable = scope["method"] == "GET" and route_of(scope, self.routes) in READS
-        if cacheable:
-            asked = Headers(scope=scope).get("if-none-match")
-            if asked:
-                # bring the index up to date first (a stat; a new version opens off the loop)
-                current = await run_in_threadpool(self._refreshed_version)
-                if current is not None and matches(asked, etag(current, scope)):
-                    await self._not_modified(etag(current, scope), send)
-                    return
+        asked = Headers(scope=scope).get("if-none-match") if cacheable else None
+        if asked and asked.strip() != "*":
+            # the index brought up to date first (a stat; a new version opens off the loop)
+            current = await run_in_threadpool(self._refreshed_version)
+            if current is not None and matches(asked, etag(current, scope)):
+                await self._not_modified(etag(current, scope), send)
+                return
+        not_modified = False
 
         async def tagged(message: Message) -> None:
+            nonlocal not_modified
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
                 if cacheable and message["status"] == 200:
                     used = scope.get(VERSION_KEY)
                     if used is not None and used == version_of(self.current()):
-                        headers["ETag"] = etag(used, scope)
+                        tag = etag(used, scope)
+                        if asked and matches(asked, tag):  # "*", or a write landed meanwhile
+                            not_modified = True
+                            await self._not_modified(tag, send)
+                            return
+                        headers["ETag"] = tag
                     if self.cache_control and "cache-control" not in headers:
                         headers["Cache-Control"] = self.cache_control
                 elif "cache-control" not in headers:  # errors, writes, info, health, metrics
                     headers["Cache-Control"] = NO_STORE
+            elif not_modified:  # the body computed is not sent
+                return
             await send(message)
 
         await self.app(scope, receive, tagged)
@@ -122,6 +131,7 @@ class Conditional:
         return version_of(self.refresh())
 
     async def _not_modified(self, tag: str, send: Send) -> None:
+        """A 304: the tag and Cache-Control a 200 would carry, no body."""
         headers = [(b"etag", tag.encode("latin-1"))]
         if self.cache_control:
             headers.append((b"cache-control", self.cache_control.encode("latin-1")))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import signal
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -41,6 +41,7 @@ class Writer:
         self.root = str(root)
         self._pool: ProcessPoolExecutor | None = None
         self.stopping = False
+        self._waiting: set[Future[dict[str, int]]] = set()
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:  # spawned: a fork would copy the server's threads and model
@@ -55,6 +56,7 @@ class Writer:
         if self.stopping:
             raise ShuttingDown(STOPPING)
         future = self._executor().submit(_write, self.root, *args)
+        self._waiting.add(future)
         try:
             return await asyncio.wrap_future(future)
         except asyncio.CancelledError:
@@ -68,6 +70,8 @@ class Writer:
                 "the writing process died before the write was published; nothing was "
                 "changed, send it again"
             ) from None
+        finally:
+            self._waiting.discard(future)
 
     async def add(self, records: list[Consultation]) -> dict[str, int]:
         return await self._run(records, [])
@@ -79,8 +83,8 @@ class Writer:
         """Take no more writes: those not started yet get ShuttingDown; the one being
         made (and the one handed to the process after it) finishes and is published."""
         self.stopping = True
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        for future in list(self._waiting):
+            future.cancel()  # only a write not handed to the process yet can be cancelled
 
     def close(self) -> None:
         if self._pool is not None:
