@@ -59,6 +59,8 @@ MAX_BODY_VAR = "SIMQA_SERVE_MAX_BODY"
 
 #: the settings file being read by ``Settings.load`` (a source of the model)
 _CONFIG_FILE: ContextVar[Path | None] = ContextVar("simqa_serve_config", default=None)
+#: False while ``Settings.of`` validates given values alone
+_OUTSIDE: ContextVar[bool] = ContextVar("simqa_serve_outside", default=True)
 _ORIGIN = re.compile(r"(\*|https?://[^/\s?#]+)")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
 
@@ -156,6 +158,8 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Flags, then the environment, then the settings file (if one is given)."""
+        if not _OUTSIDE.get():
+            return (init_settings,)
         config = _CONFIG_FILE.get()
         if config is None:
             return init_settings, env_settings
@@ -190,10 +194,13 @@ class Settings(BaseSettings):
     @classmethod
     def of(cls, **values: Any) -> Settings:
         """Settings from these values and the defaults alone (no environment, no file)."""
+        token = _OUTSIDE.set(False)
         try:
-            return cls.model_validate(values)
+            return cls(**values)
         except ValidationError as exc:
             raise SimqaError(explain(exc, values, {}, None)) from None
+        finally:
+            _OUTSIDE.reset(token)
 
     @classmethod
     def from_env(cls) -> Settings:
