@@ -422,6 +422,47 @@ def test_a_page_on_another_origin_shows_a_box_in_chromium(api, pages):
     assert api.get(f"/v1/consultations/{SEED_ID}").status_code == 200  # never deleted
 
 
+def _workers(server: Server) -> list[int]:
+    """The server's uvicorn workers: its children started by multiprocessing's spawn."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == server.process.pid and b"spawn_main" in command:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_worker_leaves_the_live_gauges_and_its_counts_stay(api):
+    """SIGKILL one worker: uvicorn starts another; the next scrape drops the dead one's live
+    gauges (its files) and keeps every request it counted."""
+    folder = _multiproc_dir(api)
+    for _ in range(6):
+        api.get(f"/v1/similar/{SEED_ID}")
+    before = _scrape(api)
+    victim = _workers(api)[0]
+    assert list(folder.glob(f"gauge_live*_{victim}.db"))
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 60
+    while Path(f"/proc/{victim}").exists():  # until the supervisor has reaped it
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    after = _scrape(api)
+    assert not list(folder.glob(f"gauge_live*_{victim}.db"))
+    total = "simqa_http_requests_total"
+    for key, value in before.items():
+        if key[0] == total:
+            assert after.get(key, 0.0) >= value, key  # the dead worker's counts stay
+    assert _value(after, "simqa_index_records") == 201
+    deadline = time.monotonic() + 120
+    while len(_workers(api)) < 2:  # uvicorn has started a new one
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
 # --- a clean stop -------------------------------------------------------------------------------
 
 
