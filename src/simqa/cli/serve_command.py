@@ -14,15 +14,15 @@ def serve(
         typer.Option(
             "--index",
             "-i",
-            help="Index name (a folder under ./indexes) or path. [default: default]",
+            help="Index name (a folder under ./indexes) or path. Default: default.",
         ),
     ] = None,
     host: Annotated[
-        str | None, typer.Option(help="Address to listen on. [default: 127.0.0.1]")
+        str | None, typer.Option(help="Address to listen on. Default: 127.0.0.1.")
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port to listen on. [default: 8000]")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on. Default: 8000.")] = None,
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Worker processes, one index each. [default: 1]")
+        int | None, typer.Option(min=1, help="Worker processes, one index each. Default: 1.")
     ] = None,
     write_token: Annotated[
         str | None,
@@ -33,17 +33,17 @@ def serve(
     ] = None,
     access_log: Annotated[
         bool | None,
-        typer.Option("--access-log/--no-access-log", help="Log every request. [default: on]"),
+        typer.Option("--access-log/--no-access-log", help="Log every request. Default: on."),
     ] = None,
     max_body_bytes: Annotated[
         int | None,
-        typer.Option(help="Refuse request bodies over this many bytes. [default: 8 MiB]"),
+        typer.Option(help="Refuse request bodies over this many bytes. Default: 8 MiB."),
     ] = None,
     cache_control: Annotated[
         str | None,
         typer.Option(
             help="Cache-Control of the reads' answers ('' for none). "
-            "[default: max-age=30, must-revalidate]"
+            " Default: max-age=30, must-revalidate."
         ),
     ] = None,
     cors_origin: Annotated[
@@ -57,18 +57,16 @@ def serve(
     cors_writes: Annotated[
         bool | None,
         typer.Option(
-            "--cors-writes/--no-cors-writes", help="Let those origins write too. [default: off]"
+            "--cors-writes/--no-cors-writes", help="Let those origins write too. Default: off."
         ),
     ] = None,
     metrics: Annotated[
         bool | None,
-        typer.Option(
-            "--metrics/--no-metrics", help="Prometheus metrics at /metrics. [default: on]"
-        ),
+        typer.Option("--metrics/--no-metrics", help="Prometheus metrics at /metrics. Default: on."),
     ] = None,
     shutdown_timeout: Annotated[
         float | None,
-        typer.Option(help="On SIGTERM, seconds to let requests in flight finish. [default: 30]"),
+        typer.Option(help="On SIGTERM, seconds to let requests in flight finish. Default: 30."),
     ] = None,
     config: Annotated[
         Path | None,
