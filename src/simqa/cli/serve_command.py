@@ -43,7 +43,7 @@ def serve(
         str | None,
         typer.Option(
             help="Cache-Control of the reads' answers ('' for none). "
-            " Default: max-age=30, must-revalidate."
+            "Default: max-age=30, must-revalidate."
         ),
     ] = None,
     cors_origin: Annotated[
