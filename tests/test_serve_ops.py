@@ -352,8 +352,9 @@ def test_preflights(api, pages):
         write = {"Origin": site, "Access-Control-Request-Method": method,
                  "Access-Control-Request-Headers": "authorization,content-type"}  # fmt: skip
         refused = httpx.options(api.url + path, headers=write)
-        assert refused.status_code == 400, (method, refused.text)
-        assert "access-control-allow-origin" not in refused.headers
+        assert refused.status_code == 403, (method, refused.text)
+        assert "--cors-writes" in refused.json()["error"]
+        assert not [h for h in refused.headers if h.startswith("access-control-")]
     # the answer itself: allowed origin mirrored, ETag readable by the page, Vary: Origin
     box = api.get(f"/v1/similar/{SEED_ID}", headers={"Origin": site})
     assert box.headers["access-control-allow-origin"] == site
@@ -363,6 +364,24 @@ def test_preflights(api, pages):
         "access-control-allow-origin"
         not in api.get(f"/v1/similar/{SEED_ID}", headers={"Origin": other}).headers
     )
+
+
+def test_cross_origin_writes_only_when_allowed(index_path, tmp_path):
+    site = "https://admin.example-health.org"
+    server = Server(index_path, tmp_path / "writes.log", "--cors-origin", site, "--cors-writes")
+    try:
+        asked = {"Origin": site, "Access-Control-Request-Method": "DELETE",
+                 "Access-Control-Request-Headers": "authorization"}  # fmt: skip
+        answer = httpx.options(f"{server.url}/v1/consultations/{SEED_ID}", headers=asked)
+        assert answer.status_code == 200
+        assert answer.headers["access-control-allow-origin"] == site
+        assert "DELETE" in answer.headers["access-control-allow-methods"]
+        other = httpx.options(
+            f"{server.url}/v1/consultations/{SEED_ID}", headers={**asked, "Origin": "https://x.org"}
+        )
+        assert other.status_code == 400 and "access-control-allow-origin" not in other.headers
+    finally:
+        server.stop()
 
 
 PAGE = """<!doctype html>

@@ -14,10 +14,17 @@ from collections.abc import Sequence
 
 from starlette.datastructures import Headers
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from simqa.serve.routing import Routes, is_write, route_of
 
+#: the answer to a write's preflight when writes from other origins are off
+REFUSED = JSONResponse(
+    {"error": "writes are not allowed from another origin (start the server with --cors-writes)"},
+    403,
+    headers={"Vary": "Origin, Access-Control-Request-Method", "Cache-Control": "no-store"},
+)
 #: how long a browser may keep a preflight's answer (seconds)
 PREFLIGHT_MAX_AGE = 600
 EXPOSED = ("ETag", "Server-Timing")
@@ -30,6 +37,7 @@ class CrossOrigin:
     def __init__(
         self, app: ASGIApp, *, origins: Sequence[str], writes: bool, routes: Routes
     ) -> None:
+        self.app = app
         self.routes = routes
         self.reads = CORSMiddleware(
             app,
@@ -39,13 +47,17 @@ class CrossOrigin:
             expose_headers=EXPOSED,
             max_age=PREFLIGHT_MAX_AGE,
         )
-        self.writes = CORSMiddleware(
-            app,
-            allow_origins=origins if writes else (),
-            allow_methods=("POST", "DELETE"),
-            allow_headers=("Authorization", "Content-Type"),
-            expose_headers=EXPOSED,
-            max_age=PREFLIGHT_MAX_AGE,
+        self.writes = (
+            CORSMiddleware(
+                app,
+                allow_origins=origins,
+                allow_methods=("POST", "DELETE"),
+                allow_headers=("Authorization", "Content-Type"),
+                expose_headers=EXPOSED,
+                max_age=PREFLIGHT_MAX_AGE,
+            )
+            if writes
+            else None
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -53,7 +65,15 @@ class CrossOrigin:
             await self.reads(scope, receive, send)
             return
         method = scope["method"]
-        if method == "OPTIONS":
-            method = Headers(scope=scope).get("access-control-request-method", "").upper()
-        policy = self.writes if is_write(method, route_of(scope, self.routes)) else self.reads
-        await policy(scope, receive, send)
+        headers = Headers(scope=scope)
+        preflight = method == "OPTIONS" and "access-control-request-method" in headers
+        if preflight:
+            method = headers["access-control-request-method"].upper()
+        if not is_write(method, route_of(scope, self.routes)):
+            await self.reads(scope, receive, send)
+        elif self.writes is not None:
+            await self.writes(scope, receive, send)
+        elif preflight and "origin" in headers:  # the browser asks: no
+            await REFUSED(scope, receive, send)
+        else:  # no CORS headers: a browser keeps the answer from the page
+            await self.app(scope, receive, send)
