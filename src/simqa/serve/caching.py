@@ -1,14 +1,14 @@
 """Caching by index version: a strong ``ETag`` on every read, ``304`` for a tag the client
 already holds, ``Cache-Control`` as the operator sets it.
 
-A read's answer depends on nothing but the index version it was computed from and the
-request (path and query; no header changes a body), and a published write is a new
-version. So the tag is a hash of the server's code version, the index version (the folder
-``CURRENT`` names and the manifest's created/updated stamps: a rebuild that reuses a
-folder name still changes the tag) and the normalised request, prefixed with the version's
-name (``"v000042-9f2c..."``). A request whose ``If-None-Match`` holds the current tag gets
-``304`` before the route runs: nothing is searched, encoded or read from the records
-(``If-None-Match: *`` is answered once the route has found that the answer exists).
+A read's answer depends on nothing but the code, the index version it was computed from
+and the request (path and query; no header changes a body), and a published write is a new
+version. So the tag is a hash of the server's code (``code_fingerprint``), the index
+version (the folder ``CURRENT`` names and the manifest's created/updated stamps: a rebuild
+that reuses a folder name still changes the tag) and the normalised request, prefixed with
+the version's name (``"v000042-9f2c..."``). A request whose ``If-None-Match`` holds the
+current tag gets ``304`` before the route runs: nothing is searched, encoded or read from
+the records (``If-None-Match: *`` is answered once the route has found the answer exists).
 
 A 200 carries the tag only if the index stayed on one version while it was computed (the
 version ``deps.live_index`` moved to, and the one current when the answer starts); if a
@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -34,7 +35,23 @@ from simqa.serve.routing import READS, Routes, route_of
 #: where ``deps.live_index`` leaves the version a request is answered from
 VERSION_KEY = "simqa.version"
 NO_STORE = "no-store"
-_CODE = version("simqa")
+
+
+def code_fingerprint() -> str:
+    """simqa's version and a hash of its code and templates: a deploy that changes how a
+    box is made or laid out changes every tag, even under the same version number."""
+    import simqa
+
+    package = Path(simqa.__file__).parent
+    digest = hashlib.blake2b(version("simqa").encode(), digest_size=8)
+    for path in sorted(package.rglob("*")):
+        if path.suffix in (".py", ".html") and path.is_file():
+            digest.update(path.relative_to(package).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+_CODE = code_fingerprint()
 
 
 def version_of(index: Any) -> str | None:
