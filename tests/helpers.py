@@ -12,6 +12,9 @@ from pathlib import Path
 
 import httpx
 
+import simqa
+from simqa.ingest import load
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 DATA = SHARED / "data"
 SEED = SHARED / "seeds" / "000_6d9dcf339530815c.txt"
@@ -29,11 +32,18 @@ def free_port() -> int:
 class Server:
     """``python -m simqa serve`` in its own process group, stopped at the end."""
 
-    def __init__(self, index: Path, log: Path, *args: str, token: str | None = None) -> None:
+    def __init__(
+        self,
+        index: Path,
+        log: Path,
+        *args: str,
+        token: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
-        env = {k: v for k, v in os.environ.items() if k != "SIMQA_WRITE_TOKEN"}
+        env = {k: v for k, v in os.environ.items() if k != "SIMQA_WRITE_TOKEN"} | (env or {})
         if token:
             env["SIMQA_WRITE_TOKEN"] = token
         command = [sys.executable, "-m", "simqa", "serve", "--index", str(index)]
@@ -75,3 +85,32 @@ class Server:
 
     def delete(self, path: str, **kwargs) -> httpx.Response:
         return httpx.delete(self.url + path, timeout=120, **kwargs)
+
+
+def small_index(path: Path) -> Path:
+    """The seed page and 200 QuestionDoctors consultations, built at ``path``."""
+    records = list(load([SEED])) + list(load([QUESTION_DOCTOR]))[:200]
+    simqa.build(records, path).close()
+    return path
+
+
+def chromium():
+    """A headless Chromium (selenium), phone-sized; skips the test without chromedriver."""
+    import shutil
+
+    import pytest
+
+    driver_path = shutil.which("chromedriver")
+    if driver_path is None:
+        pytest.skip("chromedriver not installed (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
+        options.add_argument(flag)
+    options.add_argument("--window-size=412,915")  # a phone's screen
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    driver = webdriver.Chrome(service=Service(driver_path), options=options)
+    driver.set_page_load_timeout(60)
+    return driver

@@ -4,7 +4,6 @@ client would (httpx), and the page driven in a real headless Chromium (selenium)
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +14,7 @@ import httpx
 import pytest
 
 import simqa
-from simqa.ingest import load
-from tests.helpers import QUESTION_DOCTOR, SEED, SEED_ID, Server
+from tests.helpers import SEED_ID, Server, chromium, small_index
 
 TOKEN = "test-write-token-0123456789"
 SEED_TITLE = "Experiencing involuntary leg movements during sleep?"
@@ -32,10 +30,7 @@ NEW_QUESTION = (
 @pytest.fixture(scope="module")
 def index_path(tmp_path_factory) -> Path:
     """The seed page and 200 QuestionDoctors consultations, on disk."""
-    records = list(load([SEED])) + list(load([QUESTION_DOCTOR]))[:200]
-    path = tmp_path_factory.mktemp("serve") / "consults"
-    simqa.build(records, path).close()
-    return path
+    return small_index(tmp_path_factory.mktemp("serve") / "consults")
 
 
 @pytest.fixture(scope="module")
@@ -90,8 +85,8 @@ def test_search_answers_what_the_library_answers(api, library):
     response = api.get("/v1/search", params={"q": LEGS, "k": 3})
     body = response.json()
     assert body["query"] == LEGS
-    expected = simqa.Box.for_question(library, LEGS, 3).to_json()["hits"]
-    assert [set(hit) for hit in body["hits"]] == [set(hit) for hit in expected]  # --format json
+    expected = simqa.Box.for_question(library, LEGS, 3).to_json()["hits"]  # --format json
+    assert [set(hit) for hit in body["hits"]] == [set(hit) for hit in expected]
     assert _ids(response) == [hit["id"] for hit in expected]
     assert _ids(response)[0] == SEED_ID
     assert body["hits"][0]["doctor"] == "Ding Xianwei"
@@ -393,19 +388,7 @@ def test_pages_escape_record_text(api):
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    driver_path = shutil.which("chromedriver")
-    if driver_path is None:
-        pytest.skip("chromedriver not installed (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage"):
-        options.add_argument(flag)
-    options.add_argument("--window-size=412,915")  # a phone's screen
-    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
-    driver = webdriver.Chrome(service=Service(driver_path), options=options)
-    driver.set_page_load_timeout(60)
+    driver = chromium()
     yield driver
     driver.quit()
 

@@ -7,17 +7,28 @@ import hmac
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from fastapi import HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 
 from simqa.index import Index
+from simqa.serve.caching import VERSION_KEY, version_of
 from simqa.serve.settings import MAX_K
 
 
 def live_index(request: Request) -> Index:
     """The worker's index, switched to the newest published version first (a cheap check
-    of the index's CURRENT pointer): a write by any worker is seen by the next request."""
-    index: Index = request.app.state.index
-    index.refresh()
+    of the index's CURRENT pointer): a write by any worker is seen by the next request.
+    The version it answers from is noted for the request's ETag (``caching``)."""
+    index = fresh_index(request.app)
+    request.scope[VERSION_KEY] = version_of(index)
+    return index
+
+
+def fresh_index(app: FastAPI) -> Index:
+    """The app's index at the newest published version (the metrics follow it)."""
+    index: Index = app.state.index
+    if index.refresh() and app.state.metrics is not None:
+        app.state.metrics.index_served(index)
+        app.state.metrics.watch_encoder(index.encoder)  # a new model, if the index has one
     return index
 
 
@@ -47,8 +58,10 @@ class BoxParams:
     ] = None
     verify: Annotated[
         Literal["flag", "drop", "off"],
-        Query(description="flag: each hit says whether the verifier judges it the same "
-              "question; drop: leave out those it judges different; off."),
+        Query(
+            description="flag: each hit says whether the verifier judges it the same "
+            "question; drop: leave out those it judges different; off."
+        ),
     ] = "flag"
     format: FormatParam = "json"
 

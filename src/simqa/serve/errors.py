@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 import simqa.errors as errors
-from simqa.serve.writer import WriterGone
+from simqa.serve.writer import ShuttingDown, WriterGone
 
 log = logging.getLogger("simqa.serve")
 
@@ -21,6 +21,7 @@ STATUS: list[tuple[type[Exception], int]] = [
     (errors.BadQuery, 400),
     (errors.IndexBusy, 503),  # another writer held the lock too long: try again
     (WriterGone, 503),  # the writing process died: nothing published, send it again
+    (ShuttingDown, 503),  # the server is stopping: nothing written, send it again
     (errors.IndexMissing, 503),
     (errors.IndexCorrupt, 503),
     (errors.ModelMismatch, 503),

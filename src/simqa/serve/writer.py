@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -38,12 +39,20 @@ class WriterGone(SimqaError):
     """The writing process died mid-write; the write was not published."""
 
 
+class ShuttingDown(SimqaError):
+    """The server is stopping: this write was not started; nothing was written."""
+
+
+STOPPING = "the server is shutting down: nothing was written, send it again"
+
+
 class Writer:
     """Adds and deletes through the index's own backend in one child process."""
 
     def __init__(self, root: Path, warm: bool = True) -> None:
         self.root = str(root)
         self._pool: ProcessPoolExecutor | None = None
+        self.stopping = False
         self._queue: list[tuple[Write, asyncio.Future]] = []
         self._draining: asyncio.Task | None = None
         #: how many writes each published batch held (for tests and benchmarks)
@@ -53,7 +62,11 @@ class Writer:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:  # spawned: a fork would copy the server's threads and model
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_ignore_stop_signals,
+            )
         return self._pool
 
     async def add(self, records: list[Consultation]) -> dict[str, Any]:
@@ -67,6 +80,8 @@ class Writer:
         return await self._submit(("delete", ids))
 
     async def _submit(self, write: Write) -> dict[str, Any]:
+        if self.stopping:
+            raise ShuttingDown(STOPPING)
         future = asyncio.get_running_loop().create_future()
         self._queue.append((write, future))
         if self._draining is None or self._draining.done():
@@ -100,10 +115,26 @@ class Writer:
                 else:
                     future.set_exception(value)
 
+    def stop(self) -> None:
+        """Take no more writes: those still queued get ShuttingDown; the batch handed to the
+        process already finishes and is published (and its requests answered)."""
+        self.stopping = True
+        queued, self._queue = self._queue, []
+        for _, future in queued:
+            if not future.done():
+                future.set_exception(ShuttingDown(STOPPING))
+
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
+
+
+def _ignore_stop_signals() -> None:
+    """In the child: a SIGTERM or Ctrl-C sent to the whole process group must not cut a
+    write short; the server stops the child once its write is answered."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 #: in the child: the index each write goes through, opened once (model loaded once)
