@@ -448,11 +448,13 @@ _NAME_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 def name_tokens(text: str) -> list[str]:
     """Lower-case word tokens for name matching: hyphens and punctuation split words, a
-    plain plural ("burns", "cramps") becomes singular, a possessive loses its "'s"."""
+    possessive loses its "'s", and a plain plural of 7 letters or more is folded
+    ("miscarriages", "seizures"). Short words are not folded: the title "Falls" must not
+    make a name "fall" that "my legs fall asleep" would mention."""
     out = []
     for token in _NAME_TOKEN.findall(PLACEHOLDER.sub(" ", text).casefold()):
         token = token.removesuffix("'s")
-        if len(token) > 4 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
+        if len(token) >= 7 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
             token = token[:-1]
         out.append(token)
     return out
