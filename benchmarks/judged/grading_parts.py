@@ -2,6 +2,8 @@
 
     python benchmarks/judged/grading_parts.py [--size 250]
     python benchmarks/judged/grading_parts.py --halves choose,chose:short --out grading/levers
+    python benchmarks/judged/grading_parts.py --halves report --found-by WINNER,adapt-engine-v2 \
+        --out grading/report
 
 The pairs still to grade (pool_new.jsonl, written by run_configs.py) in their order (by
 question, then pair id) are cut into round(pairs / size) parts at the question boundaries
@@ -12,7 +14,8 @@ pairs, questions, qids; the sha256 of the pool_new.jsonl it was cut from). Earli
 are removed first. ``--halves`` keeps only the pairs of those halves' questions (halves.json;
 ``HALF:long`` / ``HALF:short``: its questions of more / at most 30 words), for a round that
 grades only what a choice needs; ``--out`` writes the parts into another folder, so that an
-earlier round's parts stay.
+earlier round's parts stay. ``--found-by`` keeps only the pairs those configurations
+ranked (runs/pool.json), e.g. the report half's pairs of the configuration a choice adopted.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=250, help="pairs per part, about")
     parser.add_argument("--halves", help="only these halves' questions: HALF[:long|:short],...")
+    parser.add_argument("--found-by", help="only pairs these configurations ranked: NAME,...")
     parser.add_argument("--out", type=Path, default=OUT, help="folder of the parts")
     args = parser.parse_args()
     raw = NEW.read_bytes()
@@ -71,6 +75,14 @@ def main() -> None:
     if args.halves:
         keep = selected(args.halves)
         lines = [x for x in lines if x["qid"] in keep]
+    if args.found_by:
+        wanted = set(args.found_by.split(","))
+        pooled = json.loads((HERE / "runs" / "pool.json").read_text(encoding="utf-8"))
+        unknown = wanted - set(pooled["configs"])
+        if unknown:
+            raise SystemExit(f"--found-by: no run {', '.join(sorted(unknown))}")
+        found = {p for p, v in pooled["pairs"].items() if wanted & set(v["found_by"])}
+        lines = [x for x in lines if x["pair_id"] in found]
     if not lines:
         raise SystemExit("no pairs to grade")
     out_dir = args.out if args.out.is_absolute() else HERE / args.out
@@ -89,6 +101,8 @@ def main() -> None:
     manifest = {"source": NEW.name, "sha256": hashlib.sha256(raw).hexdigest(), "parts": {}}
     if args.halves:
         manifest["halves"] = args.halves
+    if args.found_by:
+        manifest["found_by"] = args.found_by
     for number, (start, end) in enumerate(itertools.pairwise(bounds), 1):
         chosen = set(qids[start:end])
         rows = [x for x in lines if x["qid"] in chosen]
