@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
 import platform
@@ -63,11 +64,13 @@ import numpy as np
 
 import simqa
 import simqa.index.density as hubs
+from simqa.box import focus
 from simqa.box.render import NO_REPLY, excerpt, title_of
 from simqa.encode.threshold import KEEP_ALL
 from simqa.errors import SimqaError
 from simqa.evaluate.judged import K, pair_id, text_key
 from simqa.evaluate.methods import BM25Method, Pool, parse_spec, top_k
+from simqa.files import cache_dir
 from simqa.index import Index, check_query
 
 HERE = Path(__file__).resolve().parent
@@ -261,6 +264,328 @@ def rerank(queries: list[str], params: dict[str, str], default_index: str) -> tu
                  "weight": weight}  # fmt: skip
 
 
+# --- question focus for long questions (issue 20): the levers of simqa.box.focus ------------
+
+
+class Encodings:
+    """Texts encoded one per model call, as ``simqa query`` encodes a question, kept between
+    runs in a cache file (``$SIMQA_CACHE/judged-encodings/``, never committed) keyed by the
+    model, its encoder recipe and the index's stored vectors."""
+
+    def __init__(self, c: Corpus) -> None:
+        m = c.index.manifest
+        emb = m.files.get("embeddings.npy", {}).get("sha256", c.index.dir.name)
+        key = hashlib.sha256(f"{m.model}\t{m.encoder}\t{m.encoder_recipe}\t{emb}".encode())
+        self.path = cache_dir() / "judged-encodings" / f"{key.hexdigest()[:16]}.npz"
+        self.encoder = c.index.encoder
+        self.vectors: dict[str, np.ndarray] = {}
+        if self.path.exists():
+            saved = np.load(self.path, allow_pickle=False)
+            self.vectors = dict(zip(saved["texts"].tolist(), saved["vectors"], strict=True))
+        self.added = 0
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        for text in texts:
+            if text not in self.vectors:
+                self.vectors[text] = self.encoder.encode([text])[0]
+                self.added += 1
+        return np.vstack([self.vectors[t] for t in texts]).astype(np.float32)
+
+    def save(self) -> None:
+        if not self.added:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        texts = list(self.vectors)
+        tmp = self.path.with_suffix(".partial.npz")
+        np.savez(tmp, texts=np.array(texts), vectors=np.vstack([self.vectors[t] for t in texts]))
+        os.replace(tmp, self.path)
+        self.added = 0
+
+
+_encodings: dict[str, Encodings] = {}
+
+
+def encodings(c: Corpus) -> Encodings:
+    if c.index.dir.as_posix() not in _encodings:
+        _encodings[c.index.dir.as_posix()] = Encodings(c)
+    return _encodings[c.index.dir.as_posix()]
+
+
+@dataclass
+class Lexicon:
+    """Document frequencies of the records' embedded texts' terms (``focus.terms``), per term
+    the rows holding it; the names the records' titles give (``focus.name_vocabulary``) and
+    each record's embedded text as ``focus.name_tokens``, for phrase matches."""
+
+    df: dict[str, int]
+    n: int
+    postings: dict[str, np.ndarray]
+    names: set[str]
+    name_texts: list[str]
+    name_rows: dict[str, np.ndarray]
+
+    @classmethod
+    def of(cls, c: Corpus) -> Lexicon:
+        rows: dict[str, list[int]] = {}
+        for row, text in enumerate(c.texts):
+            for term in set(focus.terms(text)):
+                rows.setdefault(term, []).append(row)
+        postings = {t: np.asarray(r, dtype=np.int64) for t, r in rows.items()}
+        titles = [record.title for _, record in c.index.snapshot.store.iter_records()]
+        return cls(
+            {t: len(r) for t, r in postings.items()},
+            len(c.texts),
+            postings,
+            focus.name_vocabulary(titles),
+            [" ".join(focus.name_tokens(t)) for t in c.texts],
+            {},
+        )
+
+    def rows_holding(self, name: str) -> np.ndarray:
+        if name not in self.name_rows:
+            self.name_rows[name] = np.asarray(
+                [i for i, t in enumerate(self.name_texts) if focus.holds_name(t, name)],
+                dtype=np.int64,
+            )
+        return self.name_rows[name]
+
+
+_lexicons: dict[str, Lexicon] = {}
+
+
+def lexicon(c: Corpus) -> Lexicon:
+    if c.index.dir.as_posix() not in _lexicons:
+        _lexicons[c.index.dir.as_posix()] = Lexicon.of(c)
+    return _lexicons[c.index.dir.as_posix()]
+
+
+_bm25: dict[str, tuple[BM25Method, Pool]] = {}
+
+
+def bm25_scores(c: Corpus, query: str) -> np.ndarray:
+    """BM25 (the ``bm25`` kind's) of every record for ``query``."""
+    key = c.index.dir.as_posix()
+    if key not in _bm25:
+        _bm25[key] = (BM25Method("bm25"), Pool(c.texts))
+    method, pool = _bm25[key]
+    retriever = method._index(pool)
+    tokens = method._tokens([query])[0]
+    return np.asarray(retriever.get_scores(tokens), dtype=np.float32) if tokens else None
+
+
+#: every parameter a focus lever reads, with its default (see ``focus_levers``)
+LEVER_PARAMS = {
+    "long": str(focus.LONG_WORDS), "k": str(K), "index": "",
+    "split": "sentence", "subject": "1", "comb": "max", "top": "2", "qw": "1", "sw": "1",
+    "part": "sq", "first": "2", "whole": "0",
+    "lex": "terms", "idf": "5.5", "lw": "0.1", "depth": "100", "lexpool": "dense",
+    "bmin": "0.5",
+    "corpus": "", "cdepth": "50", "cside": "max",
+}  # fmt: skip
+#: the query side each kind starts from when no parameter says otherwise
+LEVER_BASE = {"multi": "pieces", "extract": "focus", "lexical": "whole", "records": "whole"}
+
+
+def focus_levers(kind: str) -> Kind:
+    """The configuration kind ``kind`` of the question-focus levers (simqa.box.focus), exact
+    over the index's stored vectors, each question once, top ``k``. Questions of ``long``
+    words or fewer (issue 20's 30; 0: every question) get the default box (exact cosine of
+    the whole text); the others:
+
+    - ``multi``: the query's pieces (``focus.pieces``: ``split=sentence|clause``, the subject
+      line when ``subject=1``), each embedded, their cosines combined per record by
+      ``comb=max|wmax|mean|top`` (``top=2``; weights ``qw`` for question sentences, ``sw``
+      for the subject, 1 for the rest), blended with the whole text's cosine with weight
+      ``whole``
+    - ``extract``: one extractive focus (``focus.focus_text``, ``part=q|s|sq|f``,
+      ``first=2``) embedded instead of the whole text (``whole=0``) or beside it
+    - ``lexical``: the dense score (the whole text's, or ``multi``'s / ``extract``'s when
+      ``comb`` / ``part`` is given) plus ``lw`` x the share of the query's rare-term IDF mass
+      (``focus.rare_terms``, ``idf`` >= 5.5) a record holds, for the dense top ``depth``
+      (``lexpool=dense``: what a box can do with its candidates) or every record holding
+      such a term (``lexpool=all``)
+    - ``records``: the corpus side: the top ``cdepth`` records by the query's score whose
+      question is long get their title (``corpus=title``) or extractive focus
+      (``corpus=focus``) embedded (``focus.record_focus``), scored like the record, and the
+      record's score becomes the ``cside=max|mean`` of both
+
+    Every kind takes the others' parameters too (``corpus=`` or ``lw=`` on ``multi``...).
+    """
+    base = LEVER_BASE[kind]
+
+    def rank_levers(
+        queries: list[str], params: dict[str, str], default_index: str
+    ) -> tuple[Ranked, dict]:
+        unknown = set(params) - set(LEVER_PARAMS)
+        if unknown:
+            raise SystemExit(f"{kind}: unknown parameters {sorted(unknown)}")
+        p = {**LEVER_PARAMS, **params}
+        c = corpus(p["index"] or default_index)
+        enc = encodings(c)
+        side = "pieces" if "comb" in params else "focus" if "part" in params else base
+        if kind == "records" and not p["corpus"]:
+            p["corpus"] = "title"
+        lexical = kind == "lexical" or "lw" in params
+        long_words, k = int(p["long"]), int(p["k"])
+        whole_weight = float(p["whole"])
+        out: Ranked = []
+        per_query: list[dict[str, Any]] = []
+        for text in queries:
+            query = check_query(text)
+            note: dict[str, Any] = {"applied": focus.word_count(query) > long_words}
+            texts, reduce = [query], _whole_only
+            if note["applied"] and side == "pieces":
+                found = focus.pieces(query, split=p["split"], subject=p["subject"] == "1")
+                weights = focus.piece_weights(found, float(p["qw"]), float(p["sw"]))
+                texts = [query, *(x.text for x in found)]
+                note["pieces"] = [[x.kind, x.text] for x in found]
+                reduce = _reduce_pieces(weights, p["comb"], int(p["top"]), whole_weight)
+            elif note["applied"] and side == "focus":
+                focused = focus.focus_text(query, p["part"], int(p["first"]))
+                note["focus"] = focused
+                if focused != query:
+                    texts = [query, focused]
+                    reduce = _reduce_focus(whole_weight)
+            qvecs = enc(texts)
+            note["encoded"] = len(texts)
+            scores = reduce(qvecs @ c.vectors.T)
+            if note["applied"] and p["corpus"]:
+                scores = _record_side(c, enc, qvecs, reduce, scores, p, note)
+            if note["applied"] and lexical:
+                scores = _lexical(c, query, scores, p, note)
+            whole = qvecs[0] @ c.vectors.T if len(texts) > 1 else scores
+            out.append(_distinct_top(c, scores, whole, k))
+            per_query.append(note)
+        enc.save()
+        how = {
+            "exact": True,
+            "lever": kind,
+            "query_side": side,
+            "params": p,
+            "module": "simqa.box.focus",
+            "per_query": per_query,
+            "index": c.describe(),
+        }
+        return out, how
+
+    return rank_levers
+
+
+def _whole_only(scores: np.ndarray) -> np.ndarray:
+    return scores[0]
+
+
+def _reduce_pieces(
+    weights: np.ndarray, how: str, top: int, whole_weight: float
+) -> Callable[[np.ndarray], np.ndarray]:
+    def reduce(scores: np.ndarray) -> np.ndarray:
+        combined = focus.combine(scores[1:], weights, how, top)
+        return focus.blend(scores[0], combined, whole_weight)
+
+    return reduce
+
+
+def _reduce_focus(whole_weight: float) -> Callable[[np.ndarray], np.ndarray]:
+    def reduce(scores: np.ndarray) -> np.ndarray:
+        return focus.blend(scores[0], scores[1], whole_weight)
+
+    return reduce
+
+
+def _record_side(
+    c: Corpus,
+    enc: Encodings,
+    qvecs: np.ndarray,
+    reduce: Callable[[np.ndarray], np.ndarray],
+    scores: np.ndarray,
+    p: dict[str, str],
+    note: dict[str, Any],
+) -> np.ndarray:
+    """The corpus side: the best ``cdepth`` records' long questions also scored through
+    their title or focus (``focus.record_focus``), combined by ``cside``."""
+    rows = top_k(scores[None, :], int(p["cdepth"]))[0][0]
+    extra_rows, extra_texts = [], []
+    for row in rows.tolist():
+        record = c.index.get(c.ids[row])
+        extra = focus.record_focus(record.title, record.question, p["corpus"])
+        if extra:
+            extra_rows.append(row)
+            extra_texts.append(extra)
+    note["record_texts"] = len(extra_texts)
+    if not extra_rows:
+        return scores
+    extra_scores = reduce(qvecs @ enc(extra_texts).T)
+    out = scores.copy()
+    idx = np.asarray(extra_rows)
+    if p["cside"] == "max":
+        out[idx] = np.maximum(scores[idx], extra_scores)
+    elif p["cside"] == "mean":
+        out[idx] = (scores[idx] + extra_scores) / 2
+    else:
+        raise SystemExit(f"cside is max or mean, not {p['cside']!r}")
+    return out
+
+
+def _lexical(
+    c: Corpus, query: str, scores: np.ndarray, p: dict[str, str], note: dict[str, Any]
+) -> np.ndarray:
+    """``scores`` + ``lw`` x the lexical evidence each candidate holds, by ``lex``:
+
+    - ``terms``: the share of the query's rare-term IDF mass it holds (``focus.rare_terms``,
+      ``focus.lexical_bonus``, computed here from the term postings)
+    - ``names``: the share of the IDF mass of the strong names the query mentions
+      (``focus.mentions`` of the titles' ``focus.name_vocabulary``, ``focus.strong_names``)
+    - ``bm25``: BM25 of the whole query over the maximum, where it is at least ``bmin``
+
+    ``lexpool=dense``: only the dense top ``depth`` get it; ``all``: every record."""
+    lex = lexicon(c)
+    bonus = np.zeros_like(scores)
+    if p["lex"] == "terms":
+        rare = focus.rare_terms(query, lex.df, lex.n, float(p["idf"]))
+        note["rare_terms"] = {t: round(v, 2) for t, v in rare.items()}
+        for term, weight in rare.items():
+            bonus[lex.postings[term]] += weight
+        bonus /= sum(rare.values()) or 1.0
+    elif p["lex"] == "names":
+        found = focus.mentions(query, lex.names)
+        df = {name: len(lex.rows_holding(name)) for name in found}
+        strong = focus.strong_names(found, df, lex.n, float(p["idf"]))
+        note["names"] = {name: round(strong.get(name, 0.0), 2) for name in found}
+        for name, weight in strong.items():
+            bonus[lex.rows_holding(name)] += weight
+        bonus /= sum(strong.values()) or 1.0
+    elif p["lex"] == "bm25":
+        raw = bm25_scores(c, query)
+        if raw is not None and raw.max() > 0:
+            bonus = raw / raw.max()
+            bonus[bonus < float(p["bmin"])] = 0.0
+    else:
+        raise SystemExit(f"lex is terms, names or bm25, not {p['lex']!r}")
+    if p["lexpool"] == "dense":
+        keep = np.zeros(len(scores), dtype=bool)
+        keep[top_k(scores[None, :], int(p["depth"]))[0][0]] = True
+        bonus[~keep] = 0.0
+    elif p["lexpool"] != "all":
+        raise SystemExit(f"lexpool is dense or all, not {p['lexpool']!r}")
+    note["records_with_bonus"] = int(np.count_nonzero(bonus))
+    return scores + float(p["lw"]) * bonus
+
+
+def _distinct_top(c: Corpus, order: np.ndarray, whole: np.ndarray, k: int) -> list[dict]:
+    """The top ``k`` by ``order``, each question once; ``score`` is the whole text's cosine."""
+    rows = top_k(order[None, :], max(4 * k, 32))[0][0]
+    hits: list[dict[str, Any]] = []
+    shown: set[str] = set()
+    for row in rows.tolist():
+        if c.keys[row] in shown:
+            continue
+        shown.add(c.keys[row])
+        hits.append(c.hit(row, whole[row], order[row]))
+        if len(hits) == k:
+            break
+    return hits
+
+
 Kind = Callable[[list[str], dict[str, str], str], tuple[Ranked, dict]]
 KINDS: dict[str, Kind] = {
     "dense": dense,
@@ -268,6 +593,7 @@ KINDS: dict[str, Kind] = {
     "engine": engine,
     "verified": verified,
     "rerank": rerank,
+    **{kind: focus_levers(kind) for kind in LEVER_BASE},
 }
 
 

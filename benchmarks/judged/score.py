@@ -3,6 +3,7 @@
     python benchmarks/judged/score.py [--configs cosine,hub0.5,...]
         [--judgments benchmarks/judged/judgments.jsonl] [--out benchmarks/results/judged_scores]
         [--halves benchmarks/judged/halves.json] [--reference cosine-distinct-rebuilt,...]
+        [--only chose,choose]
 
 Reads the runs (runs/*.json, made by run_configs.py) and the judgments ({pair_id, grade,
 note} per line; a pair graded more than once gets the lower median). Per configuration over
@@ -19,7 +20,9 @@ The same tables for subsets of the questions (issue 20): ``long`` (more than 30 
 q01-q60, which chose today's defaults; ``choose``; ``report``). A question none of whose
 pooled pairs is judged yet is left out, and the header says how many pairs and questions
 await grades; a configuration is scored on the questions it ranked (the column
-``questions``), and two are compared on the questions both ranked.
+``questions``), and two are compared on the questions both ranked. ``--only HALVES``
+scores only those halves' questions (the others' figures are never computed): what a
+choice made on the choosing half reads.
 """
 
 from __future__ import annotations
@@ -404,6 +407,11 @@ def main(argv: list[str] | None = None) -> None:
         "ran); default: %(default)s",
     )
     parser.add_argument(
+        "--only",
+        help="comma-separated halves of --halves (e.g. chose,choose): score only their "
+        "questions, so that a choice never sees the others' scores",
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=HERE.parent / "results" / "judged_scores",
@@ -421,6 +429,16 @@ def main(argv: list[str] | None = None) -> None:
     halves = {}
     if args.halves.exists():
         halves = json.loads(args.halves.read_text(encoding="utf-8"))["halves"]
+    if args.only:
+        wanted = args.only.split(",")
+        unknown = [h for h in wanted if h not in halves]
+        if unknown:
+            raise SystemExit(f"--only: no half {', '.join(unknown)} in {args.halves}")
+        keep = set().union(*(halves[h] for h in wanted))
+        halves = {h: halves[h] for h in wanted}
+        for r in runs.values():
+            r["questions"] = {q: v for q, v in r["questions"].items() if q in keep}
+        runs = {n: r for n, r in runs.items() if r["questions"]}
     reference = [c for c in args.reference.split(",") if c]
     result = score(runs, judgments.grades, origin, words, halves, reference)
     result["reference"] = [c for c in reference if c in result["configs"]]
@@ -439,6 +457,7 @@ def main(argv: list[str] | None = None) -> None:
             for n, r in runs.items()
         },
         "halves": os.path.relpath(args.halves) if args.halves.exists() else None,
+        "only": args.only,
         "python": platform.python_version(),
         "machine": f"{platform.machine()} x{os.cpu_count()}",
         "bootstrap": {"resamples": BOOTSTRAP, "seed": 0},
