@@ -93,19 +93,7 @@ class Consultation:
         ``fields_`` is ``title``, ``question`` or ``title+question``; a missing part falls back
         to the other so that no record embeds as empty text.
         """
-        title, question = normalise(self.title), normalise(self.question)
-        if fields_ == "title":
-            text = title or question
-        elif fields_ == "question":
-            text = question or title
-        elif fields_ == "title+question":
-            if title and question and not question.lower().startswith(title.lower()):
-                text = f"{title}. {question}" if title[-1] not in ".?!" else f"{title} {question}"
-            else:
-                text = question or title
-        else:
-            raise ValueError(f"unknown embedding fields {fields_!r}")
-        return text[:max_chars]
+        return embedding_text(self.title, self.question, fields_, max_chars)
 
     def content_hash(self, fields_: str = "title+question") -> str:
         """A hash of the embedded text: re-ingesting an unchanged question embeds nothing again."""
@@ -135,3 +123,22 @@ class Consultation:
         if "question" not in kwargs:
             kwargs["question"] = ""
         return cls(**kwargs)
+
+
+def embedding_text(
+    title: str, question: str, fields_: str = "title+question", max_chars: int = 2000
+) -> str:
+    """``Consultation.embedding_text`` of a title and a question (no record needed)."""
+    title, question = normalise(title), normalise(question)
+    if fields_ == "title":
+        text = title or question
+    elif fields_ == "question":
+        text = question or title
+    elif fields_ == "title+question":
+        if title and question and not question.lower().startswith(title.lower()):
+            text = f"{title}. {question}" if title[-1] not in ".?!" else f"{title} {question}"
+        else:
+            text = question or title
+    else:
+        raise ValueError(f"unknown embedding fields {fields_!r}")
+    return text[:max_chars]

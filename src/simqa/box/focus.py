@@ -28,18 +28,31 @@ pure functions over text and score matrices, so a box can run them around one mo
 - ``is_long`` / ``record_focus``: the corpus side, a long consultation's title or focus to
   embed beside its stored vector
 
-Nothing here loads a model or an index; it imports only numpy and ``simqa.records``.
+Nothing here loads a model or an index; it imports only numpy, ``simqa.records`` and
+``simqa.lexicon`` (the name functions, which the index uses too).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+# the name functions live in simqa.lexicon (the index matches names too); re-exported here
+from simqa.lexicon import LONG_WORDS as LONG_WORDS
+from simqa.lexicon import NAME_MAX_WORDS as NAME_MAX_WORDS
+from simqa.lexicon import PLACEHOLDER as PLACEHOLDER
+from simqa.lexicon import STOPWORDS as STOPWORDS
+from simqa.lexicon import holds_name as holds_name
+from simqa.lexicon import idf as idf
+from simqa.lexicon import mentions as mentions
+from simqa.lexicon import name_tokens as name_tokens
+from simqa.lexicon import name_vocabulary as name_vocabulary
+from simqa.lexicon import strong_names as strong_names
+from simqa.lexicon import title_name as title_name
+from simqa.lexicon import word_count as word_count
 from simqa.records import normalise
 
 
@@ -47,8 +60,6 @@ def _set(words: str) -> frozenset[str]:
     return frozenset(words.split())
 
 
-#: issue 20's long questions: more than this many whitespace-separated words
-LONG_WORDS = 30
 #: a first sentence this short (in words) that does not start as a story is a subject line
 SUBJECT_MAX_WORDS = 20
 #: a sentence longer than this is cut into clauses by ``clauses``
@@ -84,8 +95,6 @@ FILLER = re.compile(
     r"|and|for|so|much|very|me|us)[\s,.!:;-]*)+$",
     re.IGNORECASE,
 )
-#: placeholders the data sets put for names and places
-PLACEHOLDER = re.compile(r"\[(?:NAME|LOCATION|CONTACT|DATE|ID)\]|\*NAME\*|\bNAME\b")
 #: words a subject line may hold and still say nothing about the question ("general
 #: health.", "medication question.", "hi.", "ClinicalTrials.gov - Question - general
 #: information.")
@@ -115,11 +124,6 @@ _CLAUSE_BREAK = re.compile(r"\s*(?:[;:]|\s-+\s|--+|\(\s*[a-z]\s*\))\s*")
 _SOFT_BREAK = re.compile(r",\s+|\s+(?=(?:and|but|so|because|since|although|or|which)\s)")
 _WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9'+-]*")
 _TERM = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
-
-
-def word_count(text: str) -> int:
-    """Whitespace-separated words (benchmarks/judged counts long questions this way)."""
-    return len(text.split())
 
 
 def is_long(text: str, words: int = LONG_WORDS) -> bool:
@@ -369,22 +373,6 @@ def blend(whole: np.ndarray, focused: np.ndarray, whole_weight: float) -> np.nda
 
 # --- lexical evidence -----------------------------------------------------------------------
 
-#: common English words never taken as rare evidence, whatever their corpus frequency
-STOPWORDS = _set(
-    """a about above after again against all also am an and any are aren't as at be because
-    been before being below between both but by can can't cannot could couldn't did didn't do
-    does doesn't doing don't down during each even ever every few for from further get gets
-    got had hadn't has hasn't have haven't having he her here hers herself him himself his how
-    however i i'd i'll i'm i've if in into is isn't it it's its itself just know like me more
-    most much my myself no nor not now of off on once only or other our ours ourselves out over
-    own please really same she should shouldn't so some still such than thank thanks that the
-    their theirs them themselves then there these they this those though through to too under
-    until up upon us very was wasn't we were weren't what when where which while who whom why
-    will with won't would wouldn't yes yet you your yours yourself yourselves hello dear
-    doctor sir also since ago year years old month months week weeks day days time times
-    today yesterday tomorrow lot lots thing things something anything someone anyone"""
-)
-
 
 def terms(text: str) -> list[str]:
     """Lower-case word terms of a text (hyphenated words kept whole and also in parts;
@@ -407,10 +395,6 @@ def document_frequencies(texts: Iterable[str]) -> tuple[dict[str, int], int]:
         for term in set(terms(text)):
             df[term] = df.get(term, 0) + 1
     return df, n
-
-
-def idf(df: int, n: int) -> float:
-    return math.log(n / df) if df > 0 else 0.0
 
 
 def rare_terms(
@@ -440,72 +424,7 @@ def lexical_bonus(rare: Mapping[str, float], doc_terms: Iterable[str]) -> float:
 
 
 # --- names: condition and drug names the corpus's own titles hold ------------------------
-
-#: a title of at most this many words that is not a question names a condition, drug or topic
-NAME_MAX_WORDS = 6
-_NAME_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-
-
-def name_tokens(text: str) -> list[str]:
-    """Lower-case word tokens for name matching: hyphens and punctuation split words, a
-    possessive loses its "'s", and a plain plural of 7 letters or more is folded
-    ("miscarriages", "seizures"). Short words are not folded: the title "Falls" must not
-    make a name "fall" that "my legs fall asleep" would mention."""
-    out = []
-    for token in _NAME_TOKEN.findall(PLACEHOLDER.sub(" ", text).casefold()):
-        token = token.removesuffix("'s")
-        if len(token) >= 7 and token.endswith("s") and not token.endswith(("ss", "us", "is")):
-            token = token[:-1]
-        out.append(token)
-    return out
-
-
-def name_vocabulary(titles: Iterable[str], max_words: int = NAME_MAX_WORDS) -> set[str]:
-    """The names a corpus's titles give: every title of at most ``max_words`` words that is
-    not a question ("Complex regional pain syndrome", "Fibromyalgia", "Skin Cancer"), as
-    space-joined ``name_tokens``, leaving out ones made only of common words."""
-    names = set()
-    for title in titles:
-        if not title or "?" in title:
-            continue
-        tokens = name_tokens(title)
-        if 0 < len(tokens) <= max_words and not all(t in STOPWORDS for t in tokens):
-            names.add(" ".join(tokens))
-    return names
-
-
-def mentions(text: str, names: set[str], max_words: int = NAME_MAX_WORDS) -> list[str]:
-    """The names ``text`` mentions, longest first at each position and none inside another
-    ("complex regional pain syndrome", not also "pain")."""
-    tokens = name_tokens(text)
-    found: list[str] = []
-    i = 0
-    while i < len(tokens):
-        for j in range(min(len(tokens), i + max_words), i, -1):
-            name = " ".join(tokens[i:j])
-            if name in names and not (j - i == 1 and tokens[i] in STOPWORDS):
-                if name not in found:
-                    found.append(name)
-                i = j
-                break
-        else:
-            i += 1
-    return found
-
-
-def holds_name(text_tokens: str, name: str) -> bool:
-    """Does a text (space-joined ``name_tokens``) hold the name as whole words?"""
-    return f" {name} " in f" {text_tokens} "
-
-
-def strong_names(
-    found: Sequence[str], df: Mapping[str, int], n: int, min_idf: float = 5.5
-) -> dict[str, float]:
-    """Of the mentioned names, those few documents hold (``idf >= min_idf``; ``df``: documents
-    holding each name) -> {name: idf}: the strong lexical evidence."""
-    return {
-        name: idf(df[name], n) for name in found if df.get(name) and idf(df[name], n) >= min_idf
-    }
+# name_tokens, title_name, name_vocabulary, mentions, holds_name, strong_names: simqa.lexicon
 
 
 # --- the corpus side ------------------------------------------------------------------------

@@ -318,6 +318,21 @@ class RecordStore:
                 yield int(row["vid"]), _from_row(row)
             last = int(rows[-1]["vid"])
 
+    def iter_texts(self) -> Iterator[tuple[int, str, str]]:
+        """(vid, title, question) of every row, in vid order: what name matching reads,
+        without decoding whole records."""
+        last = -1
+        while True:
+            rows = self._all(
+                "SELECT vid, title, question FROM records WHERE vid > ? ORDER BY vid LIMIT 20000",
+                (last,),
+            )
+            if not rows:
+                return
+            for row in rows:
+                yield int(row[0]), row[1], row[2]
+            last = int(rows[-1][0])
+
     def counts_by(self, column: str, only: np.ndarray | None = None) -> dict[str, int]:
         """Record counts per source or department, for ``simqa info``; ``only``: among
         those vector ids alone."""
