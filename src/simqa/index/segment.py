@@ -7,6 +7,8 @@
             vectors.faiss       the base's approximate index (+ vectors.ids.npy, vectors.live.npy)
             embeddings.npy      the base's vectors, by vector id (embedding_ids.npy)
             density.npy         the base's neighbour densities (hub penalty only)
+            names.npz           the base's name postings (``index.names``; made at first use
+                                for a base without it)
             delta-<hex>.sqlite  one per write since the base: the records it added or updated,
                                 the vectors of the new ones (searched exactly), the vector ids
                                 of older rows it deleted or replaced, new densities
@@ -126,6 +128,8 @@ class Delta:
         self.overrides = overrides or (_EMPTY_IDS, np.zeros(0, dtype=np.float32))
         #: the record ids of its rows: a look-up by id visits only the segments holding it
         self.record_ids = record_ids
+        #: what is made once per loaded segment (its name postings, ``index.names``)
+        self.memo: dict[Any, Any] = {}
 
     @classmethod
     def load(cls, path: Path, dim: int) -> Delta:

@@ -17,6 +17,7 @@ more.
 from __future__ import annotations
 
 import heapq
+import threading
 import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -28,6 +29,7 @@ import numpy as np
 import simqa.index.layout as layout
 from simqa.errors import IndexCorrupt, SimqaError
 from simqa.index.manifest import Manifest
+from simqa.index.names import VersionNames, base_phrases, delta_phrases
 from simqa.index.segment import (
     DENSITY,
     EMBEDDING_IDS,
@@ -159,6 +161,8 @@ class Snapshot:
         self._all_ids: np.ndarray | None = None
         self._emb: np.ndarray | None = None
         self._tag_counts: dict[str, int] | None = None
+        self._names: VersionNames | None = None
+        self._names_lock = threading.Lock()
 
     def _fold_overrides(self) -> None:
         """Densities recomputed by later writes win: into the deltas' array, or kept as
@@ -261,6 +265,22 @@ class Snapshot:
         if self._tag_counts is None:
             self._tag_counts = self.store.tag_counts()
         return self._tag_counts
+
+    def names(self) -> VersionNames:
+        """The names its live records hold (``index.names``), made at first use: the base's
+        once per loaded base, each delta's once per segment, this version's view from them."""
+        if self._names is None:
+            with self._names_lock:
+                if self._names is None:
+                    fields = self.manifest.embed_fields
+                    parts = [(base_phrases(self.base, self.dir, self.stores[0], fields),
+                              self.hidden[0])]  # fmt: skip
+                    for delta, store, hidden in zip(
+                        self.deltas, self.stores[1:], self.hidden[1:], strict=True
+                    ):
+                        parts.append((delta_phrases(delta, store, fields), hidden))
+                    self._names = VersionNames(parts, self.count)
+        return self._names
 
     # --- what a writer and ``simqa info`` read ------------------------------------------
 
