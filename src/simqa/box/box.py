@@ -6,6 +6,11 @@ exact), each flagged by the verifier where one is known for the index's model, a
 Related FAQ topics pooled from the consultation's own tags and its ``related.NEIGHBOURS``
 nearest neighbours. It is made for a question, an indexed consultation (its stored vector:
 nothing is encoded) or a consultation page that need not be indexed.
+
+A question of more than 30 words is ranked with the names it mentions (issue 20's names
+lever, ``simqa.lexicon.NAMES``): names of conditions and drugs few consultations hold add to
+the cosine of the records holding them, which come into the box even where the vector
+index would not reach them. Shorter questions, ids and pages are ranked by cosine alone.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from simqa.box.verify import verifier_for, verify_hits
 from simqa.errors import SimqaError
 from simqa.index.hits import Filters, Hit, check_k
 from simqa.index.protocol import SimilarIndex
+from simqa.lexicon import NAMES, NameLever
 from simqa.records import Consultation
 
 
@@ -59,10 +65,12 @@ class Box:
         k: int = 5,
         *,
         verify: str = "flag",
+        names: NameLever | None = NAMES,
         **filters: Unpack[Filters],
     ) -> Box:
-        """The box for a free-text question (encoded once)."""
-        return cls.for_questions(index, [text], k, verify=verify, **filters)[0]
+        """The box for a free-text question (encoded once); ``names``: the names lever for
+        long questions (None: cosine alone)."""
+        return cls.for_questions(index, [text], k, verify=verify, names=names, **filters)[0]
 
     @classmethod
     def for_questions(
@@ -72,11 +80,12 @@ class Box:
         k: int = 5,
         *,
         verify: str = "flag",
+        names: NameLever | None = NAMES,
         **filters: Unpack[Filters],
     ) -> list[Box]:
         """One box per question, with one model call for them all."""
         wide = max(check_k(k), NEIGHBOURS)
-        found = index.search_many(list(texts), wide, **filters)
+        found = index.search_many(list(texts), wide, names=names, **filters)
         return [
             cls._of(index, hits, None, k, verify, filters, query=text)
             for text, hits in zip(texts, found, strict=True)
@@ -123,7 +132,7 @@ class Box:
         k: int,
         verify: str,
         filters: Filters,
-        **names: str,
+        **label: str,
     ) -> Box:
         """The box of ``hits`` (``NEIGHBOURS`` deep, for the Related FAQ): the first ``k``
         verified, the topics of ``own`` (None for a question) and of every hit."""
@@ -131,7 +140,7 @@ class Box:
             verify_hits(hits[:k], verifier_for(index, verify), verify),
             related_faq(own, hits, index.tag_counts()),
             min_score=index.min_score(filters.get("min_score")),
-            **names,
+            **label,
         )
 
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from simqa.index.hits import Filters, Hit
 from simqa.index.manifest import Manifest
+from simqa.lexicon import NameLever
 from simqa.records import Consultation
 
 
@@ -33,14 +34,35 @@ class SimilarIndex(Protocol):
 
     # --- the box's searches (best first; hits under the threshold left out) --------------
 
-    def search(self, text: str, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]: ...
+    def search(
+        self,
+        text: str,
+        k: int = 5,
+        *,
+        names: NameLever | None = None,
+        **filters: Unpack[Filters],
+    ) -> list[Hit]: ...
 
     def search_many(
-        self, texts: list[str], k: int = 5, **filters: Unpack[Filters]
-    ) -> list[list[Hit]]: ...
+        self,
+        texts: list[str],
+        k: int = 5,
+        *,
+        names: NameLever | None = None,
+        **filters: Unpack[Filters],
+    ) -> list[list[Hit]]:
+        """``names``: the names lever for long questions (``simqa.lexicon``; the box passes
+        ``NAMES``). A backend without name postings answers by cosine alone (Milvus)."""
+        ...
 
     def search_vectors(
-        self, vectors: np.ndarray, k: int, **filters: Unpack[Filters]
+        self,
+        vectors: np.ndarray,
+        k: int,
+        *,
+        texts: Sequence[str] | None = None,
+        names: NameLever | None = None,
+        **filters: Unpack[Filters],
     ) -> list[list[Hit]]: ...
 
     def similar(self, record_id: str, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]: ...

@@ -26,8 +26,11 @@ from simqa.encode.models import resolve_model
 from simqa.errors import ModelMismatch, UnknownConsultation
 from simqa.index.hits import Filters, Hit, check_k, check_query, question_key
 from simqa.index.manifest import Manifest
+from simqa.index.names import Boost, boost
+from simqa.index.segment import member
 from simqa.index.snapshot import EXACT_SUBSET_MAX, Snapshot
 from simqa.index.store import Filter
+from simqa.lexicon import NameLever
 from simqa.records import Consultation, normalise
 from simqa.vectors.faissio import set_threads
 
@@ -38,6 +41,8 @@ ALL_CACHE_MAX = 200_000
 
 #: decoded records by vector id, each with its ``question_key`` (computed once per record)
 Records = dict[int, tuple[Consultation, str]]
+#: a query's name-holding candidates: (cosines, sorted vector ids, rank bonus)
+Extra = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class Index:
@@ -198,18 +203,38 @@ class Index:
 
     # --- searching -----------------------------------------------------------------------
 
-    def search(self, text: str, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]:
-        """The k consultations whose questions are closest to ``text``."""
-        return self.search_many([text], k, **filters)[0]
+    def search(
+        self,
+        text: str,
+        k: int = 5,
+        *,
+        names: NameLever | None = None,
+        **filters: Unpack[Filters],
+    ) -> list[Hit]:
+        """The k consultations whose questions are closest to ``text``; with ``names``
+        (``simqa.lexicon.NAMES``: what the box does), a long question's rare names count
+        too (see ``search_many``)."""
+        return self.search_many([text], k, names=names, **filters)[0]
 
     def search_many(
-        self, texts: list[str], k: int = 5, **filters: Unpack[Filters]
+        self,
+        texts: list[str],
+        k: int = 5,
+        *,
+        names: NameLever | None = None,
+        **filters: Unpack[Filters],
     ) -> list[list[Hit]]:
-        """Batched ``search``: one model call and one index call for all queries."""
+        """Batched ``search``: one model call and one index call for all queries.
+
+        ``names``: the names lever (``simqa.lexicon``): a question longer than its
+        ``long_words`` that mentions names few live records hold is ranked by cosine plus
+        ``weight`` x the share of those names' idf mass a record holds, every live record
+        holding one (that the filters keep) a candidate; ``score`` stays the cosine
+        (``min_score`` applies to it), ``rank_score`` is what hits are ordered by."""
         queries = [check_query(t) for t in texts]
         check_k(k)
-        snapshot = self.snapshot
-        return self._search(snapshot, self.encoder.encode(queries), k, None, filters)
+        vectors = self.encoder.encode(queries)
+        return self.search_vectors(vectors, k, texts=queries, names=names, **filters)
 
     def get(self, record_id: str) -> Consultation:
         """The consultation with this id; UnknownConsultation when there is none."""
@@ -267,11 +292,28 @@ class Index:
                 yield cache[listed[i]][0].id, hits
 
     def search_vectors(
-        self, vectors: np.ndarray, k: int, **filters: Unpack[Filters]
+        self,
+        vectors: np.ndarray,
+        k: int,
+        *,
+        texts: Sequence[str] | None = None,
+        names: NameLever | None = None,
+        **filters: Unpack[Filters],
     ) -> list[list[Hit]]:
-        """Search with ready-made query vectors (unit length, the index's model)."""
+        """Search with ready-made query vectors (unit length, the index's model); with
+        ``names``, ``texts`` are the questions they encode (checked), for the names lever."""
         check_k(k)
-        return self._search(self.snapshot, np.atleast_2d(vectors), k, None, filters)
+        vectors = np.atleast_2d(vectors)
+        snapshot = self.snapshot
+        boosts = None
+        if names is not None and texts is not None:
+            if len(texts) != len(vectors):
+                raise ValueError(f"{len(vectors)} query vectors but {len(texts)} texts")
+            queries = [check_query(t) for t in texts]
+            if any(names.applies(q) for q in queries):
+                view = snapshot.names()
+                boosts = [boost(view, q, names) for q in queries]
+        return self._search(snapshot, vectors, k, None, filters, boosts)
 
     def min_score(self, given: float | None = None) -> float | None:
         """The threshold a search applies: ``given``, else the one the index was built with."""
@@ -284,13 +326,16 @@ class Index:
         k: int,
         exclude: Sequence[set[str]] | None,
         filters: Filters,
+        boosts: Sequence[Boost | None] | None = None,
     ) -> list[list[Hit]]:
-        """Candidates from the vector index (or exactly, for a narrow filter), re-ordered
-        by the hub penalty, thresholded, exclusions dropped; widened until k pass."""
+        """Candidates from the vector index (or exactly, for a narrow filter), with the
+        records holding a query's strong names (``boosts``), re-ordered by the hub penalty
+        and the names' bonus, thresholded, exclusions dropped; widened until k pass."""
         plan = _Plan.make(snapshot, k, filters)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         scores, ids = plan.candidates(snapshot, vectors)
-        return _finish(snapshot, plan, vectors, scores, ids, exclude, {})
+        extras = _extras(snapshot, plan, vectors, boosts) if boosts else None
+        return _finish(snapshot, plan, vectors, scores, ids, exclude, {}, extras)
 
     # --- contents ------------------------------------------------------------------------
 
@@ -403,6 +448,27 @@ class _Plan:
         return snapshot.candidates(vectors, self.want, over, self.widen, self.allowed)
 
 
+def _extras(
+    snapshot: Snapshot, plan: _Plan, vectors: np.ndarray, boosts: Sequence[Boost | None]
+) -> list[Extra | None]:
+    """Per query, its name-holding candidates that the filter keeps, with their exact
+    cosines (a few hundred at most: names held by few records)."""
+    out: list[Extra | None] = []
+    for vector, found in zip(vectors, boosts, strict=True):
+        if found is None:
+            out.append(None)
+            continue
+        vids, bonus = found.vids, found.bonus
+        if plan.allowed is not None:
+            keep = member(plan.allowed, vids)
+            vids, bonus = vids[keep], bonus[keep]
+        if not len(vids):
+            out.append(None)
+            continue
+        out.append((snapshot.vectors_of(vids) @ vector, vids, bonus))
+    return out
+
+
 def _finish(
     snapshot: Snapshot,
     plan: _Plan,
@@ -411,9 +477,12 @@ def _finish(
     ids: np.ndarray,
     exclude: Sequence[set[str]] | None,
     cache: Records,
+    extras: Sequence[Extra | None] | None = None,
 ) -> list[list[Hit]]:
     """The boxes of queries whose first candidates are found: ranked, then widened (every
-    query still short of k hits is in the same state, so they widen as one batch)."""
+    query still short of k hits is in the same state, so they widen as one batch). A
+    query with name-holding candidates also widens while its k-th hit ranks below its last
+    vector candidate: a record the vector index has not reached yet might rank above it."""
     k, allowed, min_score = plan.k, plan.allowed, plan.min_score
     want, widen, limit = plan.want, plan.widen, plan.limit
     over = allowed if plan.exact else None  # exact search over these ids, when set
@@ -425,10 +494,11 @@ def _finish(
         short = []
         for s, v, i in zip(scores, ids, pending, strict=True):
             own = exclude[i] if exclude else None
-            results[i] = _rank(snapshot, s, v, k, allowed, own, min_score, cache)
+            extra = extras[i] if extras else None
+            results[i], reached = _rank(snapshot, s, v, k, allowed, own, min_score, cache, extra)
             valid = s[v >= 0]
             below = min_score is not None and len(valid) and valid[-1] < min_score
-            if len(results[i]) < k and not below:
+            if (len(results[i]) < k or not reached) and not below:
                 short.append(i)
         if not short or (want >= limit and over is not None):
             return results
@@ -451,20 +521,37 @@ def _rank(
     exclude: set[str] | None,
     min_score: float | None,
     cache: Records,
-) -> list[Hit]:
-    keep = (ids >= 0) & np.isfinite(scores)
+    extra: Extra | None = None,
+) -> tuple[list[Hit], bool]:
+    """The first k hits among the candidates (and ``extra``, a query's name-holding
+    records), and whether they are sure: False when name-holding records fill the box
+    below where the vector candidates end (the next widening settles it)."""
+    valid = (ids >= 0) & np.isfinite(scores)
+    keep = valid.copy()
     if allowed is not None:
         pos = np.minimum(np.searchsorted(allowed, ids), len(allowed) - 1)
         keep &= allowed[pos] == ids
     if min_score is not None:
         keep &= scores >= min_score
-    s, v = scores[keep].tolist(), ids[keep].tolist()
+    kept_scores, kept_ids = scores[keep], ids[keep]
+    bonus = None
+    if extra is not None:
+        kept_scores, kept_ids, bonus = _with_extra(kept_scores, kept_ids, extra, min_score)
+    s, v = kept_scores.tolist(), kept_ids.tolist()
+    dense = int(keep.sum())  # the first ``dense`` of s and v are vector candidates
     ranked, order = s, list(range(len(v)))  # best first: only the hub penalty re-orders
-    if snapshot.has_density and v:
-        penalised = hubs.penalised(
-            np.asarray(s), snapshot.density_of(np.asarray(v)), snapshot.hub_weight
-        )
-        ranked, order = penalised.tolist(), np.argsort(-penalised, kind="stable").tolist()
+    edge = -np.inf  # a record beyond the vector candidates ranks below this
+    if (snapshot.has_density or bonus is not None) and v:
+        rank = np.asarray(s, dtype=np.float64)
+        if snapshot.has_density:
+            rank = hubs.penalised(rank, snapshot.density_of(np.asarray(v)), snapshot.hub_weight)
+        if snapshot.has_density:  # as the penalty assumes: below every vector candidate
+            edge = float(rank[:dense].min()) if dense else -np.inf
+        elif valid.any():  # exactly: its cosine is at most the last candidate's
+            edge = float(scores[valid][-1])
+        if bonus is not None:
+            rank = rank + bonus
+        ranked, order = rank.tolist(), np.argsort(-rank, kind="stable").tolist()
     hits: list[Hit] = []
     shown = set(exclude or ())  # a box shows each question once, and never the query's own
     # fetch records best first, a few more than k at a time, until k hits pass
@@ -481,8 +568,27 @@ def _rank(
             shown.add(key)
             hits.append(Hit(record.id, s[j], record, ranked[j]))
             if len(hits) == k:
-                return hits
-    return hits
+                return hits, bonus is None or hits[-1].rank_score >= edge
+    return hits, True
+
+
+def _with_extra(
+    scores: np.ndarray, ids: np.ndarray, extra: Extra, min_score: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The vector candidates, then the name-holding records not among them (those passing
+    ``min_score``), with each one's bonus (0 for records holding no strong name)."""
+    e_scores, e_ids, e_bonus = extra
+    bonus = np.zeros(len(ids), dtype=np.float64)
+    held = member(e_ids, ids)
+    bonus[held] = e_bonus[np.searchsorted(e_ids, ids[held])]
+    more = ~np.isin(e_ids, ids)
+    if min_score is not None:
+        more &= e_scores >= min_score
+    return (
+        np.concatenate([scores, e_scores[more].astype(scores.dtype)]),
+        np.concatenate([ids, e_ids[more]]),
+        np.concatenate([bonus, e_bonus[more].astype(np.float64)]),
+    )
 
 
 def _fetch(snapshot: Snapshot, vids: Iterable[int], cache: Records) -> None:

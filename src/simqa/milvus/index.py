@@ -33,6 +33,7 @@ from simqa.index.manifest import FILENAME, Manifest
 from simqa.index.search import SPARE
 from simqa.index.snapshot import EXACT_SUBSET_MAX
 from simqa.index.store import Filter
+from simqa.lexicon import NameLever
 from simqa.milvus.client import Connection
 from simqa.milvus.folder import check_collection, load_manifest
 from simqa.milvus.vectors import MAX_TOPK, MilvusVectors
@@ -189,12 +190,26 @@ class MilvusIndex:
 
     # --- searching -------------------------------------------------------------------------
 
-    def search(self, text: str, k: int = 5, **filters: Unpack[Filters]) -> list[Hit]:
-        return self.search_many([text], k, **filters)[0]
+    def search(
+        self,
+        text: str,
+        k: int = 5,
+        *,
+        names: NameLever | None = None,
+        **filters: Unpack[Filters],
+    ) -> list[Hit]:
+        return self.search_many([text], k, names=names, **filters)[0]
 
     def search_many(
-        self, texts: list[str], k: int = 5, **filters: Unpack[Filters]
+        self,
+        texts: list[str],
+        k: int = 5,
+        *,
+        names: NameLever | None = None,
+        **filters: Unpack[Filters],
     ) -> list[list[Hit]]:
+        """By cosine alone: Milvus holds no name postings, so the names lever (``names``)
+        does not apply here (docs/milvus.md)."""
         queries = [check_query(t) for t in texts]
         check_k(k)
         return self._find(self.encoder.encode(queries), k, None, filters)
@@ -230,9 +245,15 @@ class MilvusIndex:
                 yield record.id, hits
 
     def search_vectors(
-        self, vectors: np.ndarray, k: int, **filters: Unpack[Filters]
+        self,
+        vectors: np.ndarray,
+        k: int,
+        *,
+        texts: Sequence[str] | None = None,
+        names: NameLever | None = None,
+        **filters: Unpack[Filters],
     ) -> list[list[Hit]]:
-        check_k(k)
+        check_k(k)  # by cosine alone, as ``search_many``
         return self._find(np.atleast_2d(vectors), k, None, filters)
 
     def min_score(self, given: float | None = None) -> float | None:
