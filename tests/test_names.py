@@ -10,6 +10,7 @@ updates and compaction.
 
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from dataclasses import replace
@@ -262,10 +263,31 @@ def test_writes_deletes_updates_and_compaction_follow_the_names(index, records):
     assert kikuchi.id not in [h.id for h in index.search(KIKUCHI, 30, names=NAMES, min_score=-1)]
     check(index, ref)
 
-    # compaction folds the deltas into a new base: the same answers
+    # compaction folds the deltas into a new base, with its name postings: the same answers
     assert index.compact()["compacted"]
-    assert not index.snapshot.deltas
+    assert not index.snapshot.deltas and (index.dir / NAMES_FILE).is_file()
     check(index, ref)
+    assert index.snapshot.names().parts[0][0] is not base
+
+
+def test_a_base_without_name_postings_makes_them_at_first_use(built, tmp_path, records):
+    """An index built before the names lever: its base has no names.npz."""
+    path = tmp_path / "older"
+    shutil.copytree(built, path)
+    version = next(path.glob("v*"))
+    (version / NAMES_FILE).unlink()
+    manifest = json.loads((version / "manifest.json").read_text())
+    del manifest["files"][NAMES_FILE]
+    (version / "manifest.json").write_text(json.dumps(manifest))
+    index = simqa.open_index(path, verify=True)
+    try:
+        ref = Reference(index, records)
+        check(index, ref)
+        index.add([replace(records[0], title="Kikuchi disease")])  # a write on top of it
+        ref.records[records[0].id] = replace(records[0], title="Kikuchi disease")
+        check(index, ref)
+    finally:
+        index.close()
 
 
 def test_filters_and_the_threshold_hold_for_name_holders(index, records):

@@ -30,6 +30,7 @@ import simqa.vectors as vector_indexes
 from simqa.encode.encoder import DEFAULT_ENCODER, shared_encoder
 from simqa.errors import SimqaError
 from simqa.index.manifest import FILENAME, Manifest
+from simqa.index.names import NAMES, write_names
 from simqa.index.segment import RECORDS, Delta, delta_name, write_delta
 from simqa.index.snapshot import DENSITY, EMBEDDING_IDS, EMBEDDINGS, Snapshot
 from simqa.index.store import RecordStore
@@ -522,7 +523,7 @@ def save_base(
     manifest: Manifest,
 ) -> None:
     """Write a new base's files into ``staging`` (stored vectors sorted by id, densities
-    computed here, the vector index), then the manifest."""
+    computed here, the vector index, the name postings), then the manifest."""
     order = None if np.all(ids[1:] > ids[:-1]) else np.argsort(ids, kind="stable")
     if order is not None:
         ids, vectors = ids[order], vectors[order]
@@ -539,5 +540,6 @@ def save_base(
     manifest.sources = store.counts_by("source")
     manifest.simqa_version = simqa_version()
     manifest.base = {"records": len(store), "created": manifest.updated}
+    write_names(store, manifest.embed_fields, staging / NAMES)
     store.close()
     manifest.save(staging)

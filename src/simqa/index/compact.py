@@ -44,6 +44,7 @@ import simqa.index.layout as layout
 import simqa.vectors as vector_indexes
 from simqa.errors import IndexBusy
 from simqa.index.manifest import Manifest, files_of
+from simqa.index.names import NAMES, write_names
 from simqa.index.segment import (
     DENSITY,
     EMBEDDING_IDS,
@@ -55,7 +56,7 @@ from simqa.index.segment import (
     write_delta,
 )
 from simqa.index.snapshot import Snapshot
-from simqa.index.store import _COLUMNS
+from simqa.index.store import _COLUMNS, RecordStore
 from simqa.index.writes import now
 
 #: fold the deltas into a new base at this many live records in them: an exact search of
@@ -203,8 +204,14 @@ def fold(
     less those its deltas deleted or restated, plus every live delta row; the base's vector
     index less the deleted vectors, plus the deltas' (rebuilt when the dead pass the
     backend's bound); stored vectors and, with ``penalty``, densities (``recompute``: all
-    computed anew). Returns the vector index's config and the base's figures."""
+    computed anew); the name postings. Returns the vector index's config and the base's
+    figures."""
     _fold_records(view, staging / RECORDS)
+    records = RecordStore(staging / RECORDS, readonly=True)
+    try:
+        write_names(records, view.manifest.embed_fields, staging / NAMES)
+    finally:
+        records.close()
     m = view.manifest
     index = vector_indexes.load(view.dir, m.vector_index, mmap=False)
     if len(view.base_dead):

@@ -55,6 +55,8 @@ class Phrases:
         words: list[str],
         title_ids: np.ndarray,
         titles: list[str],
+        order: np.ndarray | None = None,
+        offsets: np.ndarray | None = None,
     ) -> None:
         self.fields = fields
         self.vids = vids  # sorted
@@ -65,10 +67,12 @@ class Phrases:
         self.title_ids = title_ids  # row i's title name, an index into titles (-1: none)
         self.titles = titles
         # positions of each token id: order[offsets[t]:offsets[t + 1]], ascending
-        self.order = np.argsort(tokens, kind="stable").astype(
-            np.int32 if len(tokens) < 2**31 else np.int64
-        )
-        self.offsets = np.searchsorted(tokens[self.order], np.arange(len(words) + 1))
+        if order is None or offsets is None:
+            order = np.argsort(tokens, kind="stable").astype(
+                np.int32 if len(tokens) < 2**31 else np.int64
+            )
+            offsets = np.searchsorted(tokens[order], np.arange(len(words) + 1))
+        self.order, self.offsets = order, offsets
         counts = np.bincount(title_ids[title_ids >= 0], minlength=len(titles))
         #: rows whose title gives each name
         self.title_counts = {titles[i]: int(n) for i, n in enumerate(counts.tolist()) if n}
@@ -145,6 +149,8 @@ class Phrases:
                 words=_text_array(self.words),
                 title_ids=self.title_ids,
                 titles=_text_array(self.titles),
+                order=self.order,
+                offsets=self.offsets,
             )
 
     @classmethod
@@ -161,6 +167,8 @@ class Phrases:
                 _texts(saved["words"]),
                 saved["title_ids"],
                 _texts(saved["titles"]),
+                saved["order"],
+                saved["offsets"],
             )
 
 
@@ -193,7 +201,8 @@ def base_phrases(base: Any, directory: Path, records: Any, fields: str) -> Phras
             path = directory / NAMES
             if path.is_file():
                 loaded = Phrases.load(path)
-                if loaded is not None and loaded.fields == fields:
+                if (loaded is not None and loaded.fields == fields
+                        and len(loaded) == len(base.emb_ids)):  # fmt: skip
                     found = loaded
             if found is None:
                 found = Phrases.of_rows(records.iter_texts(), fields)
