@@ -17,7 +17,10 @@ from simqa.serve.settings import MAX_BATCH, MAX_K
 class HitOut(BaseModel):
     id: str
     score: float = Field(description="cosine similarity of the questions")
-    rank_score: float = Field(description="what hits are ordered by: score less the hub penalty")
+    rank_score: float = Field(
+        description="what hits are ordered by: score less the hub penalty, plus a long "
+        "question's names bonus"
+    )
     title: str
     question: str
     reply: str
