@@ -34,6 +34,9 @@ from tests.helpers import DATA, SEED
 from .test_cli import assert_short_error, run
 from .test_filters import brute_force, medquad, random_filter  # noqa: F401  (fixture)
 
+#: builds its own indexes, starts servers or trains: `pytest -m "not slow"` skips it
+pytestmark = pytest.mark.slow
+
 K = 10
 
 
@@ -244,8 +247,6 @@ KILLED_WRITER = """
 import sys, simqa, simqa.milvus.folder
 from simqa.records import Consultation
 
-#: builds its own indexes, starts servers or trains: `pytest -m "not slow"` skips it
-pytestmark = pytest.mark.slow
 simqa.milvus.folder.BATCH_BYTES = 1  # one request per row: slow enough to be killed midway
 index = simqa.open_index(sys.argv[1])
 old = index.get(sys.argv[2])
