@@ -16,6 +16,9 @@ from simqa.learn.adapt import adapt, packaged_pairs
 from simqa.records import Consultation
 from tests.helpers import DATA, QUESTION_DOCTOR
 
+#: builds its own indexes, starts servers or trains: `pytest -m "not slow"` skips it
+pytestmark = pytest.mark.slow
+
 SEED = 3
 PAIRS = 64  # two steps of 32: the first is warm-up (learning rate 0)
 RATE = 5e-4  # a large step, so that two steps visibly move the vectors

@@ -153,6 +153,7 @@ def test_calibrated_min_score_is_the_default(consult_index):
     assert len(on_topic) == 3 and all(h.score >= default for h in on_topic)
 
 
+@pytest.mark.slow
 def test_calibrate_reproduces_the_packaged_threshold():
     found = calibrate(RQE_VALIDATION)
     assert found["n_pairs"] == 302 and found["model"] == "all-MiniLM-L6-v2"

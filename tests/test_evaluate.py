@@ -294,6 +294,7 @@ def mqp_validation(tmp_path_factory) -> Path:
     ])
 
 
+@pytest.mark.slow
 def test_end_to_end_on_an_mqp_sample(mqp_validation):
     engine_exact = "simqa:hub=0,min_score=none"
     rows = evaluate(

@@ -18,6 +18,9 @@ from simqa.index.hits import question_key
 from simqa.index.store import Filter
 from tests.helpers import DATA
 
+#: builds its own indexes, starts servers or trains: `pytest -m "not slow"` skips it
+pytestmark = pytest.mark.slow
+
 SUBSETS = ("9_CDC_QA", "7_SeniorHealth_QA", "8_NHLBI_QA_XML", "12_MPlusHerbsSupplements_QA")
 K = 5
 

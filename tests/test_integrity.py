@@ -65,6 +65,7 @@ def test_index_from_another_model_is_refused(tmp_path, other_models):
         simqa.build(RECORDS, path, append=True, model="all-MiniLM-L6-v2")
 
 
+@pytest.mark.slow
 def test_model_that_changed_dimension_is_refused(tmp_path, other_models):
     _, small = other_models
     moved = tmp_path / "model"

@@ -28,6 +28,9 @@ from tests.helpers import QUESTION_DOCTOR
 
 from .test_cli import assert_short_error, run
 
+#: builds its own indexes, starts servers or trains: `pytest -m "not slow"` skips it
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def real() -> list[Consultation]:
@@ -246,27 +249,25 @@ def test_appends_killed_at_random_moments_lose_nothing(tmp_path, real):
     files = [
         write_jsonl(tmp_path / f"k{i}.jsonl", b) for i, b in enumerate(batches(real, trials + 1, 4))
     ]
-    # time one whole append, then kill the others anywhere from start-up to just past its end
+    # time one whole append, then kill the others anywhere from start-up to just past its end;
+    # how many die mid-write depends on the machine, so only the invariants are asserted
+    # (benchmarks/bench_live_index.py kills counts them)
     full = _duration(simqa_cmd("build", str(files[-1]), "--index", str(path), "--append", "-q"))
     committed = {r.id for r in real[:100]} | {f"w{trials}-{i}" for i in range(4)}
-    outcomes = {"completed": 0, "killed": 0}
     for t in range(trials):
         cmd = simqa_cmd("build", str(files[t]), "--index", str(path), "--append", "-q")
         code = _kill_at_random(cmd, rng.uniform(0.3 * full, 1.1 * full))
         batch = {f"w{t}-{i}" for i in range(4)}
         present = ids_of(path)  # opens, so the index is readable after every kill
         if code == 0:
-            outcomes["completed"] += 1
             committed |= batch
         else:
             assert code is None
-            outcomes["killed"] += 1
             assert not (batch & present) or batch <= present  # all of a write or none
             committed |= batch & present
         assert committed == present
         index = simqa.open_index(path, verify=True)
         assert index.search(real[0].question, k=1)[0].id == real[0].id
-    assert outcomes["killed"] >= trials // 3
     # the next write clears whatever the killed ones left
     simqa.build([Consultation(id="after", question="Ringing in my ears at night")], path,
                 append=True)  # fmt: skip

@@ -34,6 +34,9 @@ from tests.helpers import DATA, SEED
 from .test_cli import assert_short_error, run
 from .test_filters import brute_force, medquad, random_filter  # noqa: F401  (fixture)
 
+#: builds its own indexes, starts servers or trains: `pytest -m "not slow"` skips it
+pytestmark = pytest.mark.slow
+
 K = 10
 
 
@@ -243,6 +246,7 @@ def answers(index, queries: list[str]) -> list[list[str]]:
 KILLED_WRITER = """
 import sys, simqa, simqa.milvus.folder
 from simqa.records import Consultation
+
 simqa.milvus.folder.BATCH_BYTES = 1  # one request per row: slow enough to be killed midway
 index = simqa.open_index(sys.argv[1])
 old = index.get(sys.argv[2])
@@ -322,10 +326,8 @@ def test_queries_wait_out_a_short_outage_and_fail_in_one_line_after_the_bound(
     assert copied.search("my knee hurts when I climb stairs", 3)  # retried within the bound
     server.pause()
     try:
-        started = time.monotonic()
-        with pytest.raises(MilvusUnavailable, match="did not answer"):
-            copied.search("my knee hurts when I climb stairs", 3)
-        assert time.monotonic() - started < 20
+        with pytest.raises(MilvusUnavailable, match=r"did not answer \(search\) within 8 s"):
+            copied.search("my knee hurts when I climb stairs", 3)  # gave up at the bound
         out = run("query", "knee pain", "--index", str(copied.root))
         assert_short_error(out, server.uri)
     finally:

@@ -29,6 +29,9 @@ from simqa.index.store import _TOPIC_DEPARTMENT, Filter
 
 from .conftest import QUESTION_DOCTOR
 
+#: builds its own indexes, starts servers or trains: `pytest -m "not slow"` skips it
+pytestmark = pytest.mark.slow
+
 FIELDS = "title+question"
 
 

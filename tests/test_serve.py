@@ -16,6 +16,9 @@ import pytest
 import simqa
 from tests.helpers import SEED_ID, Server, chromium, small_index
 
+#: builds its own indexes, starts servers or trains: `pytest -m "not slow"` skips it
+pytestmark = pytest.mark.slow
+
 TOKEN = "test-write-token-0123456789"
 SEED_TITLE = "Experiencing involuntary leg movements during sleep?"
 LEGS = "my legs jerk when I am falling asleep"
@@ -73,9 +76,10 @@ def _ids(response: httpx.Response) -> list[str]:
 
 
 def test_health_and_info(api, index_path):
-    assert api.get("/healthz").json() == {"status": "ok", "records": 201}
+    held = len(simqa.open_index(index_path))  # whatever earlier tests left: no order assumed
+    assert api.get("/healthz").json() == {"status": "ok", "records": held}
     info = api.get("/v1/info").json()
-    assert info["records"] == 201
+    assert info["records"] == held
     assert info["model"] == "all-MiniLM-L6-v2"
     assert info["writes"] is True
     assert "path" not in info and str(index_path) not in api.get("/v1/info").text
@@ -243,6 +247,7 @@ def test_a_refused_token_at_startup(index_path, tmp_path):
 
 
 def test_a_write_is_seen_by_every_worker_and_process(api, peer):
+    start = api.get("/healthz").json()["records"]
     new = {
         "id": "new-ferret-battery",
         "title": "Ferret swallowed a button battery",
@@ -275,11 +280,12 @@ def test_a_write_is_seen_by_every_worker_and_process(api, peer):
         assert "new-ferret-battery" not in _ids(
             server.get("/v1/search", params={"q": NEW_QUESTION, "k": 5, "min_score": -1})
         )
-    assert peer.get("/healthz").json()["records"] == 201
+    assert peer.get("/healthz").json()["records"] == start
 
 
 def test_reads_go_on_during_writes(api, peer):
     """Writes and reads at once from several threads: every read answers 200."""
+    start = api.get("/healthz").json()["records"]
     from concurrent.futures import ThreadPoolExecutor
 
     records = [
@@ -304,7 +310,7 @@ def test_reads_go_on_during_writes(api, peer):
         assert peer.get(f"/v1/consultations/{record['id']}").status_code == 200
     for n in range(20):
         assert api.delete(f"/v1/consultations/batch-{n}", headers=_auth()).status_code == 200
-    assert api.get("/healthz").json()["records"] == 201
+    assert api.get("/healthz").json()["records"] == start
 
 
 def _writer_processes(server: Server) -> list[int]:
@@ -324,6 +330,7 @@ def _writer_processes(server: Server) -> list[int]:
 
 
 def test_a_killed_writer_loses_nothing_and_the_next_write_lands(api):
+    start = api.get("/healthz").json()["records"]
     first = {"id": "before-kill", "question": "Why does my knee click when I climb stairs?"}
     assert api.post("/v1/consultations", json=[first], headers=_auth()).status_code == 200
     writers = _writer_processes(api)
@@ -340,7 +347,7 @@ def test_a_killed_writer_loses_nothing_and_the_next_write_lands(api):
     for record_id in ("before-kill", "after-kill"):
         assert api.get(f"/v1/consultations/{record_id}").status_code == 200
         assert api.delete(f"/v1/consultations/{record_id}", headers=_auth()).status_code == 200
-    assert api.get("/healthz").json()["records"] == 201
+    assert api.get("/healthz").json()["records"] == start
 
 
 # --- pages ---------------------------------------------------------------------------------

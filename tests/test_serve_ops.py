@@ -27,6 +27,9 @@ from simqa.errors import SimqaError
 from simqa.serve.settings import Settings
 from tests.helpers import SEED_ID, Server, chromium, free_port, small_index
 
+#: builds its own indexes, starts servers or trains: `pytest -m "not slow"` skips it
+pytestmark = pytest.mark.slow
+
 TOKEN = "ops-write-token-0123456789"
 LEGS = "my legs jerk when I am falling asleep"
 HIV_ID = "questiondoctors-is-my-anti-hiv-test-conclusive-or-need-retest"
@@ -323,7 +326,7 @@ def test_metrics_add_up_over_both_workers(api):
     assert delta("simqa_encode_duration_seconds_count") == len(questions) + 1  # a batch: 1 call
     version = api.get("/v1/info").json()["version"]
     assert _value(after, "simqa_index_version") == int(version[1:])
-    assert _value(after, "simqa_index_records") == api.get("/healthz").json()["records"] == 201
+    assert _value(after, "simqa_index_records") == api.get("/healthz").json()["records"]
     # both workers counted: each keeps its own files, and the scrape added them up
     files = _multiproc_dir(api).glob("counter_*.db")
     assert len({path.stem.split("_")[1] for path in files}) >= 2
@@ -475,7 +478,7 @@ def test_a_killed_worker_leaves_the_live_gauges_and_its_counts_stay(api):
     for key, value in before.items():
         if key[0] == total:
             assert after.get(key, 0.0) >= value, key  # the dead worker's counts stay
-    assert _value(after, "simqa_index_records") == 201
+    assert _value(after, "simqa_index_records") == api.get("/healthz").json()["records"]
     deadline = time.monotonic() + 120
     while len(_workers(api)) < 2:  # uvicorn has started a new one
         assert time.monotonic() < deadline

@@ -29,6 +29,9 @@ from simqa.learn.training_pairs import (
 from simqa.learn.tune import fine_tune
 from tests.helpers import DATA
 
+#: builds its own indexes, starts servers or trains: `pytest -m "not slow"` skips it
+pytestmark = pytest.mark.slow
+
 RQE = DATA / "mediqa2019" / "MEDIQA_Task2_RQE"
 RQE_TRAIN = RQE / "MEDIQA2019-Task2-RQE-TrainingSet-AMIA2016.xml"
 MQP = DATA / "curai_mqp" / "mqp.csv"

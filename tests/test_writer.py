@@ -17,6 +17,9 @@ from simqa.serve.writer import Writer
 
 from .conftest import QUESTION_DOCTOR
 
+#: builds its own indexes, starts servers or trains: `pytest -m "not slow"` skips it
+pytestmark = pytest.mark.slow
+
 TOKEN = "test-write-token-0123456789"
 
 
