@@ -1,7 +1,7 @@
 """Does the product's box rank as the measured run kind did? The top 4 of ``simqa.Box`` (the
 names lever on: ``simqa.lexicon.NAMES``) against a run file's, on the judged questions.
 
-    python benchmarks/judged/box_agreement.py --index ../main/indexes/consults --run names-lw.2
+    python benchmarks/judged/box_agreement.py --index consults --run names-lw.2
 
 Each question is boxed once, as ``simqa query`` does it (one question per model call, no
 threshold: ``min_score=-1``, ``verify="off"``). A box agrees when its 4 hits are the run's
