@@ -298,6 +298,32 @@ def test_killed_first_build_leaves_no_index_or_a_whole_one(tmp_path, real):
     assert seen  # at least one outcome observed; both are acceptable
 
 
+def test_a_reader_refreshing_as_its_next_version_is_swept_moves_to_the_newest(
+    tmp_path, real, monkeypatch
+):
+    """Under a stream of writes a reader can read CURRENT, and before it opens the version
+    named there, a newer one is published and the named one swept (nobody held it): the
+    refresh must move on to the newest, not fail (a 503 in the server)."""
+    path = tmp_path / "idx"
+    simqa.build(real[:30], path)
+    reader = simqa.open_index(path, refresh_every=None)  # holds v000001
+    simqa.build([Consultation(id="s1", question=real[40].question)], path, append=True)
+    read_name = layout.current_name
+    raced = []
+
+    def current_name_then_a_write(root):
+        name = read_name(root)
+        if not raced:  # once: v000002 was read, now v000003 is published and v000002 swept
+            raced.append(name)
+            simqa.build([Consultation(id="s2", question=real[41].question)], path, append=True)
+        return name
+
+    monkeypatch.setattr(layout, "current_name", current_name_then_a_write)
+    assert reader.refresh() is True
+    assert raced == ["v000002"] and not (path / "v000002").exists()
+    assert reader.dir.name == "v000003" and len(reader) == 32
+
+
 def test_superseded_versions_go_once_no_reader_holds_them(tmp_path, real):
     path = tmp_path / "idx"
     simqa.build(real[:30], path)

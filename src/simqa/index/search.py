@@ -105,8 +105,10 @@ class Index:
             stamp = layout.pointer_stamp(self.root)
             if stamp == self._stamp:
                 return False
-            version_dir = layout.current_version(self.root)
-            if version_dir == self._snapshot.dir:
+            # the name alone: the folder it names may be swept before we look (a newer
+            # version was published meanwhile); Snapshot.open reads CURRENT again until it
+            # holds a version
+            if layout.current_name(self.root) == self._snapshot.dir.name:
                 self._stamp = stamp
                 return False
             fresh = Snapshot.open(self.root)
