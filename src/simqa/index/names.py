@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,34 +191,31 @@ def base_phrases(base: Any, directory: Path, records: Any, fields: str) -> Phras
     """A base's phrases, made once per loaded base (``base.memo``: every version sharing the
     base shares them): its ``NAMES`` file in ``directory`` when there is one of this layout
     for these rows, else from its records (``records``, its ``RecordStore``)."""
-    found = base.memo.get("names")
-    if found is not None and found.fields == fields:
-        return found
-    with _BUILD:
-        found = base.memo.get("names")
-        if found is None or found.fields != fields:
-            found = None
-            path = directory / NAMES
-            if path.is_file():
-                loaded = Phrases.load(path)
-                if (loaded is not None and loaded.fields == fields
-                        and len(loaded) == len(base.emb_ids)):  # fmt: skip
-                    found = loaded
-            if found is None:
-                found = Phrases.of_rows(records.iter_texts(), fields)
-            base.memo["names"] = found
-    return found
+
+    def make() -> Phrases:
+        path = directory / NAMES
+        loaded = Phrases.load(path) if path.is_file() else None
+        if loaded is not None and loaded.fields == fields and len(loaded) == len(base.emb_ids):
+            return loaded
+        return Phrases.of_rows(records.iter_texts(), fields)
+
+    return _once(base.memo, fields, make)
 
 
 def delta_phrases(delta: Any, records: Any, fields: str) -> Phrases:
     """A delta segment's phrases, made once per loaded segment from its rows."""
-    found = delta.memo.get("names")
+    return _once(delta.memo, fields, lambda: Phrases.of_rows(records.iter_texts(), fields))
+
+
+def _once(memo: dict[Any, Any], fields: str, make: Callable[[], Phrases]) -> Phrases:
+    """``memo["names"]`` for these embedded fields, made by ``make`` once, whichever thread
+    asks first."""
+    found = memo.get("names")
     if found is None or found.fields != fields:
         with _BUILD:
-            found = delta.memo.get("names")
+            found = memo.get("names")
             if found is None or found.fields != fields:
-                found = Phrases.of_rows(records.iter_texts(), fields)
-                delta.memo["names"] = found
+                found = memo["names"] = make()
     return found
 
 

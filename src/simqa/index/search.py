@@ -547,7 +547,7 @@ def _rank(
         rank = np.asarray(s, dtype=np.float64)
         if snapshot.has_density:
             rank = hubs.penalised(rank, snapshot.density_of(np.asarray(v)), snapshot.hub_weight)
-        if snapshot.has_density:  # as the penalty assumes: below every vector candidate
+            # as the penalty assumes: a record beyond ranks below every vector candidate
             edge = float(rank[:dense].min()) if dense else -np.inf
         elif valid.any():  # exactly: its cosine is at most the last candidate's
             edge = float(scores[valid][-1])
